@@ -1,0 +1,170 @@
+"""The ``iqaflow`` command line (Typer). Heavy imports happen inside commands so --help is instant."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from iqaflow.errors import IqaflowError
+
+app = typer.Typer(
+    name="iqaflow",
+    help="Image-quality QA for large image collections: score, gate, route, report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+SCORE_EXAMPLES = """
+Examples:
+
+  iqaflow score ./photos --out ./qa
+
+  iqaflow score s3://bucket/scans/ --out s3://bucket/qa/ --models sharpness,noise
+
+  iqaflow score ./photos --config run.yaml --workers 4 --shard-size 2000
+
+  iqaflow score ./photos --dask-address tcp://10.0.0.5:8786
+"""
+
+
+def _quiet_prefect(verbose: bool) -> None:
+    # Prefect reads its settings at import; keep its per-task console lines out of the CLI output.
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+    logging.getLogger("distributed").setLevel(logging.INFO if verbose else logging.ERROR)
+
+
+def _print_summary(summary) -> None:  # noqa: ANN001 - RunSummary, imported lazily
+    table = Table(title=f"iqaflow run {summary.run_id}", show_lines=False)
+    for col in ("column", "count", "mean", "p05", "median", "p95"):
+        table.add_column(col, justify="right" if col != "column" else "left")
+    for name, st in summary.scores.items():
+        fmt = (lambda v: "-" if v is None else f"{v:.4g}")
+        table.add_row(name, str(st.count), fmt(st.mean), fmt(st.p05), fmt(st.p50), fmt(st.p95))
+    console.print(table)
+    console.print(
+        f"images: {summary.images}  ok: {summary.ok}  errors: {summary.errors}  "
+        f"shards: {summary.shards} ({summary.shards_skipped} already done)  "
+        f"time: {summary.seconds:.1f}s ({summary.images_per_second:.1f} images/s)"
+    )
+    if summary.errors_by_code:
+        console.print("errors by code: " + ", ".join(f"{k}={v}" for k, v in summary.errors_by_code.items()))
+    console.print(f"[bold]results:[/bold] {summary.results_dir}")
+
+
+@app.command(epilog=SCORE_EXAMPLES)
+def score(
+    source: Annotated[str, typer.Argument(help="Folder, fsspec URL (s3://...) or manifest .csv/.parquet")],
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Run config YAML")] = None,
+    out: Annotated[Optional[str], typer.Option(help="Output folder or URL [default: iqaflow-out]")] = None,
+    models: Annotated[Optional[str], typer.Option(help="Comma-separated scorer names")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Local Dask worker processes [default: 2]")] = None,
+    shard_size: Annotated[Optional[int], typer.Option(help="Images per shard [default: 1000]")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per scorer batch [default: 32]")] = None,
+    dask_address: Annotated[Optional[str], typer.Option(help="Existing Dask scheduler, tcp://host:8786")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda [default: auto]")] = None,
+    run_id: Annotated[Optional[str], typer.Option(help="Run id; re-running the same id resumes")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect and Dask logs")] = False,
+) -> None:
+    """Score every image under SOURCE and write Parquet results."""
+    _quiet_prefect(verbose)
+    from iqaflow.config import load_config
+
+    overrides = {
+        "source": source, "out": out, "workers": workers, "shard_size": shard_size, "batch_size": batch_size,
+        "dask_address": dask_address, "device": device, "run_id": run_id,
+        "models": [m for m in models.split(",")] if models else None,
+    }
+    cfg = load_config(config, overrides)
+    from iqaflow.flows.score import run_score
+
+    _print_summary(run_score(cfg))
+
+
+@app.command(epilog="Example:\n\n  iqaflow models")
+def models() -> None:
+    """List registered scorers: kind (NR/FR), direction, range, and what they measure."""
+    from iqaflow.models.registry import all_scorers
+
+    table = Table(title="iqaflow scorers")
+    for col in ("name", "kind", "better", "range", "outputs", "description"):
+        table.add_column(col)
+    for name, cls in all_scorers().items():
+        info = cls.info
+        table.add_row(
+            name, info.kind.upper(), "higher" if info.higher_is_better else "lower", info.range_text(),
+            ", ".join(info.outputs), info.description,
+        )
+    console.print(table)
+
+
+@app.command(epilog="Example:\n\n  iqaflow demo --out demo-output")
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the sample collection and results")] = Path("demo-output"),
+    bases: Annotated[int, typer.Option(help="Clean base images; each gets 13 distorted versions")] = 12,
+    workers: Annotated[int, typer.Option(help="Local Dask worker processes")] = 2,
+) -> None:
+    """Build a sample collection with known distortions (plus broken files) and score it."""
+    _quiet_prefect(False)
+    from iqaflow.config import build_config
+    from iqaflow.flows.score import run_score
+    from iqaflow.synth import make_collection
+
+    images = make_collection(out / "images", n_bases=bases)
+    console.print(f"sample collection: {images} (truth in {images / 'labels.csv'})")
+    cfg = build_config(
+        {"source": str(images.resolve()), "out": str((out / "results").resolve()), "workers": workers,
+         "shard_size": 64, "run_id": "demo"},
+        "demo",
+    )
+    _print_summary(run_score(cfg))
+
+
+def main() -> None:
+    """Entry point: one-line reason and non-zero exit on failure.
+
+    Exits through ``os._exit`` after flushing, because s3fs/pyarrow background threads can
+    abort the interpreter at shutdown ("terminate called ...") and turn success into 134.
+    """
+    code = 0
+    try:
+        app(standalone_mode=False)
+    except IqaflowError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        code = 2
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        code = 130
+    except Exception as exc:  # click usage errors and anything unexpected: one line, non-zero
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            code = exc.exit_code
+        elif isinstance(exc, click.exceptions.Abort):
+            code = 1
+        else:
+            err_console.print(f"[red]error:[/red] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True)
+            code = 1
+    # Run atexit handlers ourselves (they stop Prefect's ephemeral API server), then leave
+    # without the interpreter teardown in which native threads may abort.
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""The scorer interface: metadata as data, ``setup`` loads once, ``score`` is pure maths.
+
+Images reach a scorer already decoded and converted to the colour space it declares:
+float32 arrays in [0, 1], ``(H, W)`` for ``gray`` and ``(H, W, 3)`` for ``rgb``. Sizes
+differ between images, so a batch is a sequence, not a stacked tensor; scorers that need a
+fixed size stack after applying their own size policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+import numpy as np
+
+Kind = Literal["nr", "fr"]
+ColourSpace = Literal["gray", "rgb"]
+SizePolicy = Literal["native", "resize", "patches"]
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """A weight file a scorer needs from the weights store."""
+
+    filename: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ScorerInfo:
+    """Everything a pipeline, a gate or a report needs to know about a scorer without running it."""
+
+    name: str
+    kind: Kind
+    higher_is_better: bool
+    score_range: tuple[float | None, float | None]
+    description: str
+    colour: ColourSpace = "rgb"
+    size_policy: SizePolicy = "native"
+    batchable: bool = False
+    weights: tuple[WeightSpec, ...] = ()
+    # Extra columns beside the main score (e.g. exposure's clipped fractions). The main
+    # score column is always ``name`` and comes first.
+    extra_outputs: tuple[str, ...] = ()
+    extra_descriptions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (self.name, *self.extra_outputs)
+
+    def range_text(self) -> str:
+        lo, hi = self.score_range
+        return f"[{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}]"
+
+
+Image = np.ndarray
+
+
+class Scorer:
+    """Base class. Subclasses set ``info`` and implement ``score`` (and ``setup`` if they hold weights)."""
+
+    info: ClassVar[ScorerInfo]
+
+    def __init__(self) -> None:
+        self.device = "cpu"
+
+    def setup(self, device: str = "cpu") -> None:
+        """Load weights and move them to ``device``. Called once per worker process."""
+        self.device = device
+
+    def score(self, images: Sequence[Image]) -> np.ndarray:
+        """Score a batch of NR images; returns float64 ``(N, len(info.outputs))``."""
+        raise TypeError(f"{self.info.name} is a {self.info.kind.upper()} scorer; call score_pairs")
+
+    def score_pairs(self, images: Sequence[Image], references: Sequence[Image]) -> np.ndarray:
+        """Score distorted images against references (FR); returns ``(N, len(info.outputs))``."""
+        raise TypeError(f"{self.info.name} is an NR scorer; call score")
+
+
+class PerImageScorer(Scorer):
+    """A classical scorer whose maths is one pure function of a single image."""
+
+    def score_one(self, image: Image) -> tuple[float, ...]:
+        raise TypeError(f"{type(self).__name__} must implement score_one")
+
+    def score(self, images: Sequence[Image]) -> np.ndarray:
+        out = np.empty((len(images), len(self.info.outputs)), dtype=np.float64)
+        for i, image in enumerate(images):
+            out[i] = self.score_one(image)
+        return out

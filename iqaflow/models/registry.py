@@ -1,0 +1,77 @@
+"""Scorers registered by name, plus third-party scorers from the ``iqaflow.scorers`` entry-point group."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from importlib.metadata import entry_points
+
+from iqaflow.errors import UnknownScorerError
+from iqaflow.models.base import Scorer, ScorerInfo
+from iqaflow.schemas.results import BASE_COLUMNS
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "iqaflow.scorers"
+_REGISTRY: dict[str, type[Scorer]] = {}
+_entry_points_loaded = False
+
+
+def register(cls: type[Scorer]) -> type[Scorer]:
+    """Class decorator: add a scorer under ``cls.info.name``."""
+    info = cls.info
+    for out in info.outputs:
+        if out in BASE_COLUMNS:
+            raise ValueError(f"scorer {cls.__name__}: output {out!r} clashes with a fixed results column")
+    existing = _REGISTRY.get(info.name)
+    if existing is not None and existing is not cls:
+        raise ValueError(f"scorer name {info.name!r} already registered by {existing.__qualname__}")
+    _REGISTRY[info.name] = cls
+    return cls
+
+
+def _load_builtin() -> None:
+    # Importing the modules runs their @register decorators.
+    from iqaflow.models import classical_nr  # noqa: F401
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a broken plug-in must not break the built-in scorers
+            log.warning("could not load scorer plug-in %s: %s", ep.name, exc)
+            continue
+        if isinstance(obj, type) and issubclass(obj, Scorer) and obj.info.name not in _REGISTRY:
+            register(obj)
+
+
+def all_scorers() -> dict[str, type[Scorer]]:
+    _load_builtin()
+    _load_entry_points()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def get_scorer_class(name: str) -> type[Scorer]:
+    scorers = all_scorers()
+    if name in scorers:
+        return scorers[name]
+    close = difflib.get_close_matches(name, scorers, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise UnknownScorerError(
+        f"unknown scorer {name!r}.{hint} Run `iqaflow models` to list the {len(scorers)} registered scorers."
+    )
+
+
+def scorer_info(name: str) -> ScorerInfo:
+    return get_scorer_class(name).info
+
+
+def create_scorer(name: str, device: str = "cpu") -> Scorer:
+    scorer = get_scorer_class(name)()
+    scorer.setup(device)
+    return scorer

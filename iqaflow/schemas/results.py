@@ -1,0 +1,113 @@
+"""Results and manifest tables.
+
+Every column name used anywhere in iqaflow is defined here; other modules refer to
+``Col.X`` and never spell a column as a string literal. The schema is versioned in the
+Parquet metadata so readers can tell which layout a dataset was written with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import Enum
+
+import pyarrow as pa
+
+# Bump when a column is renamed, removed or changes type (adding a scorer column does not).
+SCHEMA_VERSION = "1"
+SCHEMA_VERSION_KEY = b"iqaflow.schema_version"
+
+
+class Col:
+    """Fixed column names of the manifest and results tables."""
+
+    IMAGE_ID = "image_id"
+    URI = "uri"
+    REFERENCE_URI = "reference_uri"
+    BYTES = "bytes"
+    MTIME = "mtime"
+    ETAG = "etag"
+    WIDTH = "width"
+    HEIGHT = "height"
+    FORMAT = "format"
+    MODE = "mode"
+    BIT_DEPTH = "bit_depth"
+    CONTENT_HASH = "content_hash"
+    STATUS = "status"
+    ERROR_CODE = "error_code"
+    ERROR_MESSAGE = "error_message"
+    SHARD_ID = "shard_id"
+    READ_MS = "read_ms"
+    DECODE_MS = "decode_ms"
+    SCORE_MS = "score_ms"
+
+
+class Status(str, Enum):
+    """Processing status of one image (quality decisions are separate gate columns)."""
+
+    OK = "ok"
+    ERROR = "error"
+
+
+class ErrorCode(str, Enum):
+    """Why an image has no (or incomplete) scores. Stable strings: gates and reports key on them."""
+
+    READ_ERROR = "READ_ERROR"
+    EMPTY_FILE = "EMPTY_FILE"
+    NOT_AN_IMAGE = "NOT_AN_IMAGE"
+    TRUNCATED = "TRUNCATED"
+    DECODE_ERROR = "DECODE_ERROR"
+    TOO_LARGE = "TOO_LARGE"
+    REFERENCE_MISSING = "REFERENCE_MISSING"
+    SCORE_ERROR = "SCORE_ERROR"
+
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        pa.field(Col.URI, pa.string(), nullable=False),
+        pa.field(Col.BYTES, pa.int64()),
+        pa.field(Col.MTIME, pa.float64()),
+        pa.field(Col.ETAG, pa.string()),
+        pa.field(Col.REFERENCE_URI, pa.string()),
+    ],
+    metadata={SCHEMA_VERSION_KEY: SCHEMA_VERSION.encode()},
+)
+
+_BASE_FIELDS: tuple[pa.Field, ...] = (
+    pa.field(Col.IMAGE_ID, pa.string(), nullable=False),
+    pa.field(Col.URI, pa.string(), nullable=False),
+    pa.field(Col.REFERENCE_URI, pa.string()),
+    pa.field(Col.BYTES, pa.int64()),
+    pa.field(Col.WIDTH, pa.int32()),
+    pa.field(Col.HEIGHT, pa.int32()),
+    pa.field(Col.FORMAT, pa.string()),
+    pa.field(Col.MODE, pa.string()),
+    pa.field(Col.BIT_DEPTH, pa.int16()),
+    pa.field(Col.CONTENT_HASH, pa.string()),
+    pa.field(Col.STATUS, pa.string(), nullable=False),
+    pa.field(Col.ERROR_CODE, pa.string()),
+    pa.field(Col.ERROR_MESSAGE, pa.string()),
+    pa.field(Col.SHARD_ID, pa.string(), nullable=False),
+    pa.field(Col.READ_MS, pa.float32()),
+    pa.field(Col.DECODE_MS, pa.float32()),
+    pa.field(Col.SCORE_MS, pa.float32()),
+)
+
+BASE_COLUMNS: frozenset[str] = frozenset(f.name for f in _BASE_FIELDS)
+
+
+def scorer_columns(outputs: Iterable[str]) -> list[pa.Field]:
+    """One nullable float64 column per scorer output (null where the image could not be scored)."""
+    fields = []
+    for name in outputs:
+        if name in BASE_COLUMNS:
+            raise ValueError(f"scorer output {name!r} clashes with a fixed results column")
+        fields.append(pa.field(name, pa.float64()))
+    return fields
+
+
+def results_schema(outputs: Iterable[str]) -> pa.Schema:
+    """The results table for a run whose scorers produce ``outputs`` (in this order)."""
+    return pa.schema(
+        [*_BASE_FIELDS, *scorer_columns(outputs)],
+        metadata={SCHEMA_VERSION_KEY: SCHEMA_VERSION.encode()},
+    )

@@ -1,0 +1,112 @@
+"""List a source into a manifest Parquet file, streaming, in a deterministic order.
+
+The manifest's row groups are exactly ``shard_size`` rows, so row group *i* is shard *i*:
+a worker reads only its own slice and the flow never holds the whole listing in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from iqaflow.errors import SourceError
+from iqaflow.schemas.results import MANIFEST_SCHEMA, Col
+from iqaflow.tasks.storage import full_uri, open_fs
+
+MANIFEST_SUFFIXES = (".csv", ".parquet")
+
+
+def _mtime(info: dict[str, Any]) -> float | None:
+    value = info.get("mtime", info.get("LastModified", info.get("last_modified")))
+    if value is None:
+        return None
+    return value.timestamp() if hasattr(value, "timestamp") else float(value)
+
+
+def _etag(info: dict[str, Any]) -> str | None:
+    value = info.get("ETag", info.get("etag"))
+    return str(value).strip('"') if value else None
+
+
+def iter_listing(source: str, extensions: list[str], recursive: bool = True) -> Iterator[dict[str, Any]]:
+    """Yield manifest rows for every file under ``source`` with one of ``extensions`` (case-insensitive)."""
+    fs, root = open_fs(source)
+    if not fs.exists(root):
+        raise SourceError(f"source {source!r} does not exist. Fix: pass an existing folder or URL")
+    if fs.isfile(root):
+        raise SourceError(
+            f"source {source!r} is a file; expected a folder, a prefix or a manifest ending in "
+            f"{'/'.join(MANIFEST_SUFFIXES)}"
+        )
+    exts = tuple(extensions)
+    for _dirpath, dirs, files in fs.walk(root, maxdepth=None if recursive else 1, detail=True):
+        # Sorting in place keeps the walk order (and so shard ids) stable across runs.
+        ordered = sorted(dirs.items())
+        dirs.clear()
+        dirs.update(ordered)
+        for name in sorted(files):
+            info = files[name]
+            path = info["name"]
+            if not path.lower().endswith(exts) or info.get("type") == "directory":
+                continue
+            yield {
+                Col.URI: full_uri(fs, path),
+                Col.BYTES: info.get("size"),
+                Col.MTIME: _mtime(info),
+                Col.ETAG: _etag(info),
+                Col.REFERENCE_URI: None,
+            }
+
+
+def _read_manifest_file(source: str) -> pa.Table:
+    fs, path = open_fs(source)
+    with fs.open(path, "rb") as fh:
+        table = pq.read_table(fh) if path.lower().endswith(".parquet") else pacsv.read_csv(fh)
+    if Col.URI not in table.column_names:
+        raise SourceError(
+            f"manifest {source!r} has no {Col.URI!r} column (columns: {table.column_names}). "
+            f"Fix: name the column of image URIs {Col.URI!r}"
+        )
+    cols = {}
+    for field in MANIFEST_SCHEMA:
+        if field.name in table.column_names:
+            cols[field.name] = table[field.name].cast(field.type)
+        else:
+            cols[field.name] = pa.nulls(table.num_rows, field.type)
+    return pa.table(cols, schema=MANIFEST_SCHEMA)
+
+
+def write_manifest(
+    source: str, manifest_path: str, shard_size: int, extensions: list[str], recursive: bool = True
+) -> int:
+    """Write the manifest for ``source``; returns the number of images. Empty sources are an error."""
+    out_fs, out_path = open_fs(manifest_path)
+    out_fs.makedirs(out_path.rsplit("/", 1)[0], exist_ok=True)
+    total = 0
+    with out_fs.open(out_path, "wb") as fh, pq.ParquetWriter(fh, MANIFEST_SCHEMA) as writer:
+        if source.lower().endswith(MANIFEST_SUFFIXES):
+            table = _read_manifest_file(source)
+            for start in range(0, table.num_rows, shard_size):
+                writer.write_table(table.slice(start, shard_size), row_group_size=shard_size)
+            total = table.num_rows
+        else:
+            buffer: list[dict[str, Any]] = []
+            for row in iter_listing(source, extensions, recursive):
+                buffer.append(row)
+                if len(buffer) == shard_size:
+                    writer.write_table(pa.Table.from_pylist(buffer, MANIFEST_SCHEMA), row_group_size=shard_size)
+                    total += len(buffer)
+                    buffer = []
+            if buffer:
+                writer.write_table(pa.Table.from_pylist(buffer, MANIFEST_SCHEMA), row_group_size=shard_size)
+                total += len(buffer)
+    if total == 0:
+        raise SourceError(
+            f"no images found in {source!r} with extensions {', '.join(extensions)}. "
+            "Fix: check the path, or set `extensions` in the config"
+        )
+    return total
