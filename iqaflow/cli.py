@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -44,13 +44,16 @@ def _quiet_prefect(verbose: bool) -> None:
     logging.getLogger("distributed").setLevel(logging.INFO if verbose else logging.ERROR)
 
 
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
 def _print_summary(summary) -> None:  # noqa: ANN001 - RunSummary, imported lazily
     table = Table(title=f"iqaflow run {summary.run_id}", show_lines=False)
     for col in ("column", "count", "mean", "p05", "median", "p95"):
         table.add_column(col, justify="right" if col != "column" else "left")
     for name, st in summary.scores.items():
-        fmt = (lambda v: "-" if v is None else f"{v:.4g}")
-        table.add_row(name, str(st.count), fmt(st.mean), fmt(st.p05), fmt(st.p50), fmt(st.p95))
+        table.add_row(name, str(st.count), _fmt(st.mean), _fmt(st.p05), _fmt(st.p50), _fmt(st.p95))
     console.print(table)
     console.print(
         f"images: {summary.images}  ok: {summary.ok}  errors: {summary.errors}  "
@@ -65,15 +68,15 @@ def _print_summary(summary) -> None:  # noqa: ANN001 - RunSummary, imported lazi
 @app.command(epilog=SCORE_EXAMPLES)
 def score(
     source: Annotated[str, typer.Argument(help="Folder, fsspec URL (s3://...) or manifest .csv/.parquet")],
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Run config YAML")] = None,
-    out: Annotated[Optional[str], typer.Option(help="Output folder or URL [default: iqaflow-out]")] = None,
-    models: Annotated[Optional[str], typer.Option(help="Comma-separated scorer names")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Local Dask worker processes [default: 2]")] = None,
-    shard_size: Annotated[Optional[int], typer.Option(help="Images per shard [default: 1000]")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Images per scorer batch [default: 32]")] = None,
-    dask_address: Annotated[Optional[str], typer.Option(help="Existing Dask scheduler, tcp://host:8786")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda [default: auto]")] = None,
-    run_id: Annotated[Optional[str], typer.Option(help="Run id; re-running the same id resumes")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Run config YAML")] = None,
+    out: Annotated[str | None, typer.Option(help="Output folder or URL [default: iqaflow-out]")] = None,
+    models: Annotated[str | None, typer.Option(help="Comma-separated scorer names")] = None,
+    workers: Annotated[int | None, typer.Option(help="Local Dask worker processes [default: 2]")] = None,
+    shard_size: Annotated[int | None, typer.Option(help="Images per shard [default: 1000]")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per scorer batch [default: 32]")] = None,
+    dask_address: Annotated[str | None, typer.Option(help="Existing Dask scheduler, tcp://host:8786")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda [default: auto]")] = None,
+    run_id: Annotated[str | None, typer.Option(help="Run id; re-running the same id resumes")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect and Dask logs")] = False,
 ) -> None:
     """Score every image under SOURCE and write Parquet results."""

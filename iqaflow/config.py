@@ -49,6 +49,8 @@ class RunConfig(BaseModel):
     extensions: list[str] = Field(default_factory=lambda: list(DEFAULT_EXTENSIONS), min_length=1)
     recursive: bool = True
     run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+    weights: str | None = Field(None, description="weights store: folder or URL (default $IQAFLOW_WEIGHTS)")
+    allow_download: bool = False
 
     @field_validator("models")
     @classmethod
@@ -80,9 +82,12 @@ class RunConfig(BaseModel):
     def fingerprint(self) -> str:
         """Hash of everything that changes score values; part of every shard id."""
         from iqaflow.models.registry import scorer_info
+        from iqaflow.models.weights import WeightsStore
 
+        store = WeightsStore.from_env(self.weights)
+        known = store.manifest() if any(not w.sha256 for m in self.models for w in scorer_info(m).weights) else {}
         payload = {
-            "models": [(m, [w.sha256 for w in scorer_info(m).weights]) for m in self.models],
+            "models": [(m, [w.sha256 or known.get(w.filename) for w in scorer_info(m).weights]) for m in self.models],
             "schema": SCHEMA_VERSION,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

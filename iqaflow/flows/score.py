@@ -57,7 +57,9 @@ def score_flow(config: RunConfig) -> summary.RunSummary:
     plans = plan_task(layout.manifest, layout.results_dir, config.fingerprint())
     log.info("run %s: %d images in %d shards", layout.run_id, n, len(plans))
 
-    settings = score.ScoreSettings(tuple(config.models), config.device, config.batch_size, config.prefetch)
+    settings = score.ScoreSettings(
+        tuple(config.models), config.device, config.batch_size, config.prefetch, config.weights, config.allow_download
+    )
     futures = [
         score_shard_task.with_options(task_run_name=f"shard-{p.index:05d}-{p.shard_id[:8]}").submit(p, settings)
         for p in plans

@@ -24,7 +24,9 @@ class WeightSpec:
     """A weight file a scorer needs from the weights store."""
 
     filename: str
-    sha256: str
+    # Published weights pin their hash here; fitted or trained ones are checked against the
+    # hash the weights store recorded when they were added (None).
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+from importlib import import_module
 from importlib.metadata import entry_points
 
 from iqaflow.errors import UnknownScorerError
@@ -30,9 +31,15 @@ def register(cls: type[Scorer]) -> type[Scorer]:
     return cls
 
 
+# Modules whose import registers the built-in scorers (their @register decorators run).
+_BUILTIN_MODULES: tuple[str, ...] = (
+    "iqaflow.models.classical_nr",
+)
+
+
 def _load_builtin() -> None:
-    # Importing the modules runs their @register decorators.
-    from iqaflow.models import classical_nr  # noqa: F401
+    for module in _BUILTIN_MODULES:
+        import_module(module)
 
 
 def _load_entry_points() -> None:

@@ -22,6 +22,7 @@ from iqaflow.models.base import Scorer
 from iqaflow.models.colour import convert
 from iqaflow.models.device import resolve_device
 from iqaflow.models.registry import create_scorer
+from iqaflow.models.weights import configure_store
 from iqaflow.schemas.results import Col, ErrorCode, Status, results_schema
 from iqaflow.tasks.decode import Decoded, DecodeFailure, decode
 from iqaflow.tasks.plan import ShardPlan, read_shard_members
@@ -37,6 +38,8 @@ class ScoreSettings:
     device: str = "cpu"
     batch_size: int = 32
     prefetch: int = 8
+    weights: str | None = None
+    allow_download: bool = False
 
 
 @dataclass(frozen=True)
@@ -201,6 +204,8 @@ def score_shard(plan: ShardPlan, settings: ScoreSettings) -> ShardResult:
             meta = pq.ParquetFile(fh).metadata
         return ShardResult(plan.shard_id, plan.index, plan.results_path, meta.num_rows, -1, True, 0.0)
     members = read_shard_members(plan)
+    if settings.weights or settings.allow_download:
+        configure_store(settings.weights, settings.allow_download)
     scorers = load_scorers(settings.models, resolve_device(settings.device))
     table = score_members(
         members[Col.URI], members[Col.REFERENCE_URI], scorers, plan.shard_id,
