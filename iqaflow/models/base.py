@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from iqaflow.models.weights import WeightsStore
 
 Kind = Literal["nr", "fr"]
 ColourSpace = Literal["gray", "rgb"]
@@ -66,6 +69,14 @@ class Scorer:
 
     def __init__(self) -> None:
         self.device = "cpu"
+
+    @classmethod
+    def make_test_weights(cls, store: WeightsStore, seed: int = 0) -> None:
+        """Write usable weights for every ``info.weights`` entry into ``store``, made here, not downloaded:
+        a seeded init for networks, a fit on generated images for fitted statistics. Tests and the
+        contract suite call it; scorers without weights need not override it."""
+        if cls.info.weights:
+            raise TypeError(f"{cls.__name__} needs weights and must implement make_test_weights")
 
     def setup(self, device: str = "cpu") -> None:
         """Load weights and move them to ``device``. Called once per worker process."""
