@@ -35,6 +35,8 @@ Examples:
   iqaflow score ./photos --config run.yaml --workers 4 --shard-size 2000
 
   iqaflow score ./photos --dask-address tcp://10.0.0.5:8786
+
+  iqaflow score ./scans --reference-root ./masters --models psnr,ssim,sharpness
 """
 
 
@@ -77,6 +79,16 @@ def score(
     dask_address: Annotated[str | None, typer.Option(help="Existing Dask scheduler, tcp://host:8786")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda [default: auto]")] = None,
     run_id: Annotated[str | None, typer.Option(help="Run id; re-running the same id resumes")] = None,
+    reference_root: Annotated[
+        str | None, typer.Option(help="Folder or URL of reference images for FR models (same relative paths)")
+    ] = None,
+    gates: Annotated[str | None, typer.Option(help="Gate file (YAML): decide, check and route after scoring")] = None,
+    apply: Annotated[bool, typer.Option("--apply", help="Carry out the gate file's routing (default: dry run)")] = (
+        False
+    ),
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI (and registry of mlflow: models) [default: OUT/mlflow.db]")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect and Dask logs")] = False,
 ) -> None:
     """Score every image under SOURCE and write Parquet results."""
@@ -85,30 +97,91 @@ def score(
 
     overrides = {
         "source": source, "out": out, "workers": workers, "shard_size": shard_size, "batch_size": batch_size,
-        "dask_address": dask_address, "device": device, "run_id": run_id,
-        "models": [m for m in models.split(",")] if models else None,
+        "dask_address": dask_address, "device": device, "run_id": run_id, "reference_root": reference_root,
+        "models": [m for m in models.split(",")] if models else None, "gates": gates, "apply_routing": apply or None,
+        "mlflow_tracking_uri": tracking_uri,
     }
     cfg = load_config(config, overrides)
+    from iqaflow.cli_gates import gate_report_after
     from iqaflow.flows.score import run_score
 
-    _print_summary(run_score(cfg))
+    with gate_report_after(cfg):
+        _print_summary(run_score(cfg))
 
 
-@app.command(epilog="Example:\n\n  iqaflow models")
-def models() -> None:
-    """List registered scorers: kind (NR/FR), direction, range, and what they measure."""
+@app.command(epilog="Examples:\n\n  iqaflow models\n\n  iqaflow models --weights s3://bucket/iqaflow-weights/")
+def models(
+    weights: Annotated[str | None, typer.Option(help="Weights store to check [default: $IQAFLOW_WEIGHTS]")] = None,
+) -> None:
+    """List registered scorers: kind (NR/FR), direction, range, weights readiness, what they measure."""
     from iqaflow.models.registry import all_scorers
+    from iqaflow.models.weights import WeightsStore
 
-    table = Table(title="iqaflow scorers")
-    for col in ("name", "kind", "better", "range", "outputs", "description"):
+    store = WeightsStore.from_env(weights)
+    table = Table(title=f"iqaflow scorers (weights store: {store.root})")
+    for col in ("name", "kind", "better", "range", "ready", "outputs", "description"):
         table.add_column(col)
     for name, cls in all_scorers().items():
         info = cls.info
+        states = [store.status(spec) for spec in info.weights]
+        missing = [f"{spec.filename}: {st}" for spec, st in zip(info.weights, states, strict=True) if st != "ready"]
         table.add_row(
             name, info.kind.upper(), "higher" if info.higher_is_better else "lower", info.range_text(),
-            ", ".join(info.outputs), info.description,
+            ", ".join(missing) or "yes", ", ".join(info.outputs), info.description,
         )
     console.print(table)
+
+
+weights_app = typer.Typer(help="Manage the offline weights store.", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("add", epilog="Example:\n\n  iqaflow weights add ./lpips_alex.pt --weights ./weights")
+def weights_add(
+    files: Annotated[list[Path], typer.Argument(help="Weight files to copy into the store")],
+    weights: Annotated[str | None, typer.Option(help="Weights store [default: $IQAFLOW_WEIGHTS]")] = None,
+) -> None:
+    """Copy weight files into the store and record their sha256 in its manifest."""
+    from iqaflow.errors import WeightsError
+    from iqaflow.models.weights import WeightsStore
+
+    store = WeightsStore.from_env(weights)
+    for f in files:
+        if not f.is_file():
+            raise WeightsError(f"{str(f)!r} is not a file. Fix: pass the path of a weights file")
+        digest = store.put_bytes(f.name, f.read_bytes())
+        console.print(f"{f.name}  sha256={digest}  -> {store.root}")
+
+
+@app.command(
+    epilog="Examples:\n\n  iqaflow fit niqe --pristine ./pristine\n\n"
+    "  iqaflow fit brisque --pristine ./pristine --weights s3://bucket/iqaflow-weights/"
+)
+def fit(
+    model: Annotated[str, typer.Argument(help="What to fit: niqe (pristine model) or brisque (regressor)")],
+    pristine: Annotated[Path, typer.Option(help="Folder of pristine (undistorted) images")],
+    weights: Annotated[str | None, typer.Option(help="Weights store [default: $IQAFLOW_WEIGHTS]")] = None,
+) -> None:
+    """Fit NIQE's or BRISQUE's parameters from pristine images and add them to the weights store."""
+    from iqaflow.errors import ConfigError
+    from iqaflow.models.nss_fit import FITTERS, read_images
+    from iqaflow.models.registry import get_scorer_class
+    from iqaflow.models.weights import WeightsStore
+
+    if model not in FITTERS:
+        raise ConfigError(f"cannot fit {model!r}: expected one of {', '.join(FITTERS)}")
+    if not pristine.is_dir():
+        raise ConfigError(f"--pristine {str(pristine)!r} is not a folder. Fix: pass a folder of pristine images")
+    images = read_images(pristine)
+    if not images:
+        raise ConfigError(f"no images in {str(pristine)!r}. Fix: put PNG/JPEG/TIFF files directly in that folder")
+    console.print(f"fitting {model} on {len(images)} pristine images from {pristine} ...")
+    state = FITTERS[model](images)
+    filename = get_scorer_class(model).info.weights[0].filename
+    store = WeightsStore.from_env(weights)
+    digest = store.put_state_dict(filename, state)
+    detail = ", ".join(f"{k}={float(v):.4g}" for k, v in state.items() if v.ndim == 0 and k != "gamma")
+    console.print(f"{filename}  sha256={digest}  -> {store.root}  ({detail})")
 
 
 @app.command(epilog="Example:\n\n  iqaflow demo --out demo-output")
@@ -131,6 +204,25 @@ def demo(
         "demo",
     )
     _print_summary(run_score(cfg))
+
+
+def _register_gate_commands() -> None:
+    from iqaflow.cli_gates import register
+
+    register(app, _quiet_prefect)
+
+
+_register_gate_commands()
+
+
+def _register_ml_commands() -> None:
+    from iqaflow import cli_ml
+
+    app.command(epilog=cli_ml.TRAIN_EXAMPLES)(cli_ml.train)
+    app.command(epilog=cli_ml.EVALUATE_EXAMPLES)(cli_ml.evaluate)
+
+
+_register_ml_commands()
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from iqaflow.errors import ConfigError, UnknownScorerError
 from iqaflow.schemas.results import SCHEMA_VERSION
@@ -28,6 +28,8 @@ _FIX_HINTS: dict[str, str] = {
     "dask_address": "use a scheduler address such as tcp://127.0.0.1:8786, or leave it unset",
     "prefetch": "use a positive integer: how many images are read ahead per worker",
     "extensions": "list file extensions such as ['.jpg', '.png']",
+    "reference_root": "use the folder or URL holding the reference images, laid out like the source",
+    "mlflow_tracking_uri": "use an MLflow tracking URI such as sqlite:///path/mlflow.db or http://host:5000",
 }
 
 
@@ -51,16 +53,31 @@ class RunConfig(BaseModel):
     run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
     weights: str | None = Field(None, description="weights store: folder or URL (default $IQAFLOW_WEIGHTS)")
     allow_download: bool = False
+    reference_root: str | None = Field(
+        None, description="folder or URL of reference (master) images for FR models, same relative paths as source"
+    )
+    gates: str | None = Field(None, description="gate file (YAML): per-image, relative and collection gates, routing")
+    apply_routing: bool = Field(False, description="carry out the gate file's routing (default: dry run)")
+    track: bool = Field(True, description="record the run in MLflow (params, metrics, artifacts)")
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///<out>/mlflow.db)"
+    )
+    mlflow_registry_uri: str | None = Field(
+        None, description="MLflow registry holding mlflow:models:/ scorers (default: the tracking URI)"
+    )
+    mlflow_experiment: str = Field("iqaflow", min_length=1, max_length=200)
 
     @field_validator("models")
     @classmethod
     def _known_models(cls, value: list[str]) -> list[str]:
-        from iqaflow.models.registry import get_scorer_class
+        from iqaflow.models.registry import get_scorer_class, is_resolved_name
 
         names = [v.strip() for v in value if v.strip()]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate scorer names in {names}")
         for name in names:
+            if is_resolved_name(name):
+                continue  # an mlflow: model: resolved by _resolve_registered_models once the registry is known
             try:
                 get_scorer_class(name)
             except UnknownScorerError as exc:
@@ -79,6 +96,77 @@ class RunConfig(BaseModel):
             raise ValueError(f"expected a URL like tcp://host:8786, got {value!r}")
         return value
 
+    @model_validator(mode="after")
+    def _resolve_registered_models(self) -> RunConfig:
+        """Fetch ``mlflow:`` models now, so a wrong name or registry fails before any image is read."""
+        from iqaflow.errors import IqaflowError
+        from iqaflow.models.registry import get_scorer_class, is_resolved_name, set_model_registry_uri
+
+        resolved = [m for m in self.models if is_resolved_name(m)]
+        if resolved:
+            set_model_registry_uri(self.registry_uri())
+            for name in resolved:
+                try:
+                    get_scorer_class(name)
+                except IqaflowError as exc:
+                    raise ValueError(f"models: {exc}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _fr_needs_references(self) -> RunConfig:
+        fr = self.fr_models()
+        if fr and self.reference_root is None and not self.source.lower().endswith((".csv", ".parquet")):
+            raise ValueError(
+                f"models {', '.join(fr)} are full-reference and need reference images, but reference_root is not "
+                "set. Fix: set reference_root (--reference-root) to the folder or URL of the references (same "
+                "relative paths as under source), or use a manifest with a reference_uri column, or drop those models"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _gates_match_models(self) -> RunConfig:
+        """A wrong gate file fails here, before any image is scored (raises ConfigError naming file:line)."""
+        if self.gates is not None:
+            from iqaflow.schemas.results import results_schema
+            from iqaflow.tasks.gate import prepare
+
+            prepare(self.gates, results_schema(self.outputs()))
+        return self
+
+    def outputs(self) -> list[str]:
+        """Score columns of this run, in results order."""
+        from iqaflow.models.registry import scorer_info
+
+        return [o for m in self.models for o in scorer_info(m).outputs]
+
+    def fr_models(self) -> list[str]:
+        """The requested scorers that compare against a reference image."""
+        from iqaflow.models.registry import scorer_info
+
+        return [m for m in self.models if scorer_info(m).kind == "fr"]
+
+    def tracking_uri(self) -> str:
+        """Where the run is recorded: the config, else $MLFLOW_TRACKING_URI, else SQLite beside the results.
+
+        When ``out`` is remote (s3://...) the default database is ``./mlruns/mlflow.db`` in the working
+        directory, since SQLite needs a local file; set mlflow_tracking_uri to share runs instead.
+        """
+        import os
+
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        if os.environ.get("MLFLOW_TRACKING_URI"):
+            return os.environ["MLFLOW_TRACKING_URI"]
+        local = "://" not in self.out or self.out.startswith("file://")
+        folder = Path(self.out.removeprefix("file://")) if local else Path("mlruns")
+        return f"sqlite:///{(folder.resolve() / 'mlflow.db').as_posix()}"
+
+    def registry_uri(self) -> str:
+        """The MLflow model registry for ``mlflow:`` scorers: config, $MLFLOW_REGISTRY_URI, else the tracking URI."""
+        import os
+
+        return self.mlflow_registry_uri or os.environ.get("MLFLOW_REGISTRY_URI") or self.tracking_uri()
+
     def fingerprint(self) -> str:
         """Hash of everything that changes score values; part of every shard id."""
         from iqaflow.models.registry import scorer_info
@@ -90,11 +178,15 @@ class RunConfig(BaseModel):
             "models": [(m, [w.sha256 or known.get(w.filename) for w in scorer_info(m).weights]) for m in self.models],
             "schema": SCHEMA_VERSION,
         }
+        if self.reference_root is not None:  # only when set, so runs without references keep their shard ids
+            payload["reference_root"] = self.reference_root
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _format_error(err: dict[str, Any], origin: str) -> str:
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if not err["loc"] and err["type"] == "value_error":  # a model validator's message is complete in itself
+        return f"{origin}: {err['msg'].removeprefix('Value error, ')}"
     field = str(err["loc"][0]) if err["loc"] else ""
     if err["type"] == "extra_forbidden":
         allowed = list(RunConfig.model_fields)

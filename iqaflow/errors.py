@@ -24,3 +24,15 @@ class WeightsError(IqaflowError):
 
 class SourceError(IqaflowError):
     """The source collection cannot be listed or is empty."""
+
+
+class GateFailed(IqaflowError):
+    """A collection gate configured with ``on_fail: fail`` failed; the run's state is Failed."""
+
+    def __init__(self, message: str, report: object | None = None) -> None:
+        super().__init__(message)
+        self.report = report  # the GateReport, so the CLI can still print what was decided
+
+
+class RoutingError(IqaflowError):
+    """A routing destination or action cannot be used as configured."""

@@ -11,18 +11,30 @@ from prefect.cache_policies import NO_CACHE
 from prefect_dask import DaskTaskRunner
 
 from iqaflow.config import RunConfig
-from iqaflow.errors import IqaflowError
-from iqaflow.models.registry import scorer_info
-from iqaflow.tasks import discover, plan, score, summary
+from iqaflow.errors import ConfigError, IqaflowError
+from iqaflow.flows.gate import gate_flow, gate_spec_task
+from iqaflow.models.registry import is_resolved_name, scorer_info
+from iqaflow.tasks import discover, plan, score, summary, track
 from iqaflow.tasks.layout import RunLayout
 from iqaflow.tasks.storage import atomic_write, open_fs
 
 _opts: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
-discover_task = task(discover.write_manifest, name="discover", retries=2, retry_delay_seconds=2, **_opts)
+
+
+def _retry_unless_config_error(_task: Any, _run: Any, state: Any) -> bool:
+    """A wrong config stays wrong: fail at once instead of retrying."""
+    return not isinstance(state.result(raise_on_failure=False), ConfigError)
+
+
+discover_task = task(
+    discover.write_manifest, name="discover", retries=2, retry_delay_seconds=2,
+    retry_condition_fn=_retry_unless_config_error, **_opts,
+)
 plan_task = task(plan.plan_shards, name="plan", **_opts)
 # Retries are per shard (style principle 5): a committed shard is skipped on retry.
 score_shard_task = task(score.score_shard, name="score-shard", retries=2, retry_delay_seconds=2, **_opts)
 summarise_task = task(summary.summarise, name="summarise", **_opts)
+track_task = task(track.track_run, name="track", **_opts)
 
 
 class ShardsFailed(IqaflowError):
@@ -53,12 +65,17 @@ def score_flow(config: RunConfig) -> summary.RunSummary:
     fs, cfg_path = open_fs(layout.config_file)
     atomic_write(fs, cfg_path, config.model_dump_json(indent=2).encode())
 
-    n = discover_task(config.source, layout.manifest, config.shard_size, config.extensions, config.recursive)
+    n = discover_task(
+        config.source, layout.manifest, config.shard_size, config.extensions, config.recursive,
+        reference_root=config.reference_root, need_references=bool(config.fr_models()),
+    )
     plans = plan_task(layout.manifest, layout.results_dir, config.fingerprint())
     log.info("run %s: %d images in %d shards", layout.run_id, n, len(plans))
 
+    gate_spec = gate_spec_task(config.gates, config.outputs()) if config.gates else None
     settings = score.ScoreSettings(
-        tuple(config.models), config.device, config.batch_size, config.prefetch, config.weights, config.allow_download
+        tuple(config.models), config.device, config.batch_size, config.prefetch, config.weights, config.allow_download,
+        gate_spec, registry_uri=config.registry_uri() if any(is_resolved_name(m) for m in config.models) else None,
     )
     futures = [
         score_shard_task.with_options(task_run_name=f"shard-{p.index:05d}-{p.shard_id[:8]}").submit(p, settings)
@@ -84,7 +101,27 @@ def score_flow(config: RunConfig) -> summary.RunSummary:
     summary.write_summary(result, layout.summary)
     log.info("run %s: %d images, %d errors, results in %s", layout.run_id, result.images, result.errors,
              layout.results_dir)
+    report = None
+    try:
+        if config.gates:  # relative rules, collection gates and routing need the whole run
+            report = gate_flow(layout.results_dir, config.gates, None, config.apply_routing)
+    finally:  # a run whose collection gates failed is recorded too
+        if config.track:
+            _track(config, result, report)
     return result
+
+
+def _track(config: RunConfig, result: summary.RunSummary, report: Any) -> None:
+    """Record the run in MLflow. The results are committed by now, so a tracking failure only warns."""
+    log = get_run_logger()
+    decisions = dict(report.decisions.counts) if report is not None else None
+    artifacts = {"gates": report.report_file} if report is not None else None
+    try:
+        run_id = track_task(config, result, decisions, artifacts)
+        log.info("run %s recorded in MLflow run %s", result.run_id, run_id)
+    except Exception as exc:
+        log.warning("run %s was not recorded in MLflow (%s: %s). Fix: check mlflow_tracking_uri, or set "
+                    "track: false", result.run_id, type(exc).__name__, exc)
 
 
 def run_score(config: RunConfig) -> summary.RunSummary:

@@ -18,6 +18,8 @@ from iqaflow.models.registry import register
 # linear and quadratic intensity ramps, so image structure leaks in less than with a Laplacian.
 _IMMERKAER = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
 _CLIP_LOW, _CLIP_HIGH = 5 / 255, 250 / 255
+# Clipped pixels carry no information; a quarter of the frame clipped zeroes the exposure quality.
+_CLIP_WEIGHT = 4.0
 
 
 def laplacian_variance(gray: np.ndarray) -> float:
@@ -30,13 +32,13 @@ def exposure_stats(gray: np.ndarray) -> tuple[float, float, float, float]:
     """(exposure quality in [0,1], mean luminance, clipped-highlight fraction, clipped-shadow fraction).
 
     Quality is 1 for a mid-grey mean with no clipping and falls linearly with the distance of
-    the mean from 0.5 and with the fraction of clipped pixels.
+    the mean from 0.5 and with the fraction of clipped pixels (zero at a quarter of the frame).
     """
     mean = float(gray.mean(dtype=np.float64))
     n = gray.size
     hi = float(np.count_nonzero(gray >= _CLIP_HIGH)) / n
     lo = float(np.count_nonzero(gray <= _CLIP_LOW)) / n
-    quality = max(0.0, 1.0 - 2.0 * abs(mean - 0.5)) * max(0.0, 1.0 - hi - lo)
+    quality = max(0.0, 1.0 - 2.0 * abs(mean - 0.5)) * max(0.0, 1.0 - _CLIP_WEIGHT * (hi + lo))
     return quality, mean, hi, lo
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import threading
 from importlib import import_module
 from importlib.metadata import entry_points
 
@@ -34,6 +35,10 @@ def register(cls: type[Scorer]) -> type[Scorer]:
 # Modules whose import registers the built-in scorers (their @register decorators run).
 _BUILTIN_MODULES: tuple[str, ...] = (
     "iqaflow.models.classical_nr",
+    "iqaflow.models.classical_nr_extra",
+    "iqaflow.models.nss",
+    "iqaflow.models.deep_zoo",
+    "iqaflow.models.classical_fr",
 )
 
 
@@ -63,7 +68,46 @@ def all_scorers() -> dict[str, type[Scorer]]:
     return dict(sorted(_REGISTRY.items()))
 
 
+# Names with these prefixes are not registered classes but models resolved at run time, e.g.
+# "mlflow:models:/name/1". The module's ``resolve(name, registry_uri) -> type[Scorer]`` fetches and
+# builds them. It is named by string and imported lazily (a deliberate, documented exception to the
+# layering) so that this package never imports a tracking client itself.
+_RESOLVERS: dict[str, str] = {"mlflow:": "iqaflow.tasks.mlflow_models"}
+_resolved: dict[tuple[str, str | None], type[Scorer]] = {}
+_resolver_lock = threading.Lock()
+_model_registry_uri: str | None = None
+
+
+def set_model_registry_uri(uri: str | None) -> None:
+    """Where resolved names (``mlflow:models:/...``) are looked up in this process (None: the resolver's default)."""
+    global _model_registry_uri
+    _model_registry_uri = uri
+
+
+def is_resolved_name(name: str) -> bool:
+    return any(name.startswith(prefix) for prefix in _RESOLVERS)
+
+
+def _resolve(name: str) -> type[Scorer]:
+    key = (name, _model_registry_uri)
+    with _resolver_lock:
+        if key not in _resolved:
+            module = next(m for prefix, m in _RESOLVERS.items() if name.startswith(prefix))
+            cls = import_module(module).resolve(name, _model_registry_uri)
+            taken = {o for c in all_scorers().values() for o in c.info.outputs}
+            for out in cls.info.outputs:
+                if out in BASE_COLUMNS or out in taken:
+                    raise UnknownScorerError(
+                        f"model {name!r} would write column {out!r}, which is taken by a fixed column or a "
+                        "registered scorer. Fix: register the model under another name"
+                    )
+            _resolved[key] = cls
+        return _resolved[key]
+
+
 def get_scorer_class(name: str) -> type[Scorer]:
+    if is_resolved_name(name):
+        return _resolve(name)
     scorers = all_scorers()
     if name in scorers:
         return scorers[name]

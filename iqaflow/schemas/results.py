@@ -39,6 +39,8 @@ class Col:
     READ_MS = "read_ms"
     DECODE_MS = "decode_ms"
     SCORE_MS = "score_ms"
+    GATE_STATUS = "gate_status"  # present when the run has a gate file (iqaflow.schemas.gates)
+    GATE_REASONS = "gate_reasons"
 
 
 class Status(str, Enum):
@@ -46,6 +48,14 @@ class Status(str, Enum):
 
     OK = "ok"
     ERROR = "error"
+
+
+class GateStatus(str, Enum):
+    """Quality decision of one image from the gate file; ordered pass < flag < reject."""
+
+    PASS = "pass"
+    FLAG = "flag"
+    REJECT = "reject"
 
 
 class ErrorCode(str, Enum):
@@ -58,6 +68,8 @@ class ErrorCode(str, Enum):
     DECODE_ERROR = "DECODE_ERROR"
     TOO_LARGE = "TOO_LARGE"
     REFERENCE_MISSING = "REFERENCE_MISSING"
+    REFERENCE_ERROR = "REFERENCE_ERROR"  # the reference exists but cannot be read or decoded
+    SIZE_MISMATCH = "SIZE_MISMATCH"  # image and reference differ in size (no registration yet)
     SCORE_ERROR = "SCORE_ERROR"
 
 
@@ -94,12 +106,19 @@ _BASE_FIELDS: tuple[pa.Field, ...] = (
 
 BASE_COLUMNS: frozenset[str] = frozenset(f.name for f in _BASE_FIELDS)
 
+# Added after the scorer columns when a run has gates; reasons are the failed rules' labels in rule order.
+GATE_FIELDS: tuple[pa.Field, ...] = (
+    pa.field(Col.GATE_STATUS, pa.string()),
+    pa.field(Col.GATE_REASONS, pa.list_(pa.string())),
+)
+GATE_COLUMNS: frozenset[str] = frozenset(f.name for f in GATE_FIELDS)
+
 
 def scorer_columns(outputs: Iterable[str]) -> list[pa.Field]:
     """One nullable float64 column per scorer output (null where the image could not be scored)."""
     fields = []
     for name in outputs:
-        if name in BASE_COLUMNS:
+        if name in BASE_COLUMNS or name in GATE_COLUMNS:
             raise ValueError(f"scorer output {name!r} clashes with a fixed results column")
         fields.append(pa.field(name, pa.float64()))
     return fields

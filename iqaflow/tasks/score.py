@@ -13,17 +13,20 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from iqaflow.models.base import Scorer
+from iqaflow.models.base import ColourSpace, Scorer
 from iqaflow.models.colour import convert
 from iqaflow.models.device import resolve_device
-from iqaflow.models.registry import create_scorer
+from iqaflow.models.registry import create_scorer, set_model_registry_uri
 from iqaflow.models.weights import configure_store
+from iqaflow.schemas.gates import GateFile
 from iqaflow.schemas.results import Col, ErrorCode, Status, results_schema
+from iqaflow.tasks.decide import apply_image_gates
 from iqaflow.tasks.decode import Decoded, DecodeFailure, decode
 from iqaflow.tasks.plan import ShardPlan, read_shard_members
 from iqaflow.tasks.read import Fetched, prefetch
@@ -40,6 +43,8 @@ class ScoreSettings:
     prefetch: int = 8
     weights: str | None = None
     allow_download: bool = False
+    gates: GateFile | None = None  # per-image rules applied as the shard is written (bound to the run's columns)
+    registry_uri: str | None = None  # MLflow registry for mlflow:models:/ scorers (workers resolve them too)
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,8 @@ class ShardResult:
     skipped: bool
     seconds: float
 
+
+_FREED = np.empty((0, 0), dtype=np.uint8)
 
 # One instance per (scorer, device) per worker process: weights load once, reused across shards.
 _SCORERS: dict[tuple[str, str], Scorer] = {}
@@ -82,6 +89,10 @@ class _Row:
     decode_ms: float = 0.0
     score_ms: float | None = None
     scores: dict[str, float] = field(default_factory=dict)
+    needs_reference: bool = False  # the run has FR scorers
+    ref_fetched: Fetched | None = None
+    ref_pixels: np.ndarray | None = None  # set only when the reference decoded and its size matches
+    ref_converted: dict[str, np.ndarray] = field(default_factory=dict)
 
     def fail(self, code: ErrorCode, message: str) -> None:
         if self.error_code is None:  # the first failure is the cause
@@ -97,7 +108,54 @@ def _decode_row(row: _Row) -> None:
         row.decoded = decode(row.fetched.data or b"")
     except DecodeFailure as exc:
         row.fail(exc.code, exc.message)
+    if row.decoded is not None and row.needs_reference:
+        _decode_reference(row)
     row.decode_ms = (time.perf_counter() - t0) * 1e3
+
+
+def _decode_reference(row: _Row) -> None:
+    """Decode the row's reference; any problem fails only its FR columns (NR scores are still computed)."""
+    ref, where = row.ref_fetched, f"reference {row.reference_uri}"
+    if ref is None or not row.reference_uri:
+        row.fail(ErrorCode.REFERENCE_MISSING, "no reference image found for this image (same relative path or "
+                 "stem under reference_root, or the manifest's reference_uri); FR scores are empty")
+        return
+    if ref.error is not None:
+        missing = ref.error.startswith(FileNotFoundError.__name__)
+        row.fail(ErrorCode.REFERENCE_MISSING if missing else ErrorCode.REFERENCE_ERROR, f"{where}: {ref.error}")
+        return
+    try:
+        decoded = decode(ref.data or b"")
+    except DecodeFailure as exc:
+        row.fail(ErrorCode.REFERENCE_ERROR, f"{where}: {exc.code.value}: {exc.message}")
+        return
+    img = row.decoded
+    if img is None:
+        return
+    if (decoded.width, decoded.height) != (img.width, img.height):
+        row.fail(ErrorCode.SIZE_MISMATCH, f"image is {img.width}x{img.height} but {where} is "
+                 f"{decoded.width}x{decoded.height}; FR scores need the same size (scans are not registered yet)")
+        return
+    row.ref_pixels = decoded.pixels
+
+
+def _reference_pairs(
+    pairs: list[tuple[_Row, np.ndarray]], colour: ColourSpace
+) -> list[tuple[_Row, np.ndarray, np.ndarray]]:
+    """(row, image, reference) for rows whose reference is usable, the reference in ``colour``."""
+    out = []
+    for r, img in pairs:
+        if r.ref_pixels is None:
+            continue
+        if colour not in r.ref_converted:
+            try:
+                r.ref_converted[colour] = convert(r.ref_pixels, colour)
+            except ValueError as exc:
+                r.fail(ErrorCode.REFERENCE_ERROR, f"reference {r.reference_uri}: {exc}")
+                r.ref_pixels = None
+                continue
+        out.append((r, img, r.ref_converted[colour]))
+    return out
 
 
 def _score_batch(rows: list[_Row], scorers: Sequence[Scorer]) -> None:
@@ -117,8 +175,9 @@ def _score_batch(rows: list[_Row], scorers: Sequence[Scorer]) -> None:
                     r.fail(ErrorCode.DECODE_ERROR, str(exc))
                     converted[colour].append(None)
         pairs = [(r, img) for r, img in zip(ok, converted[colour], strict=True) if img is not None]
-        if scorer.info.kind != "nr":
-            continue  # FR scorers are paired with references in the FR path
+        if scorer.info.kind == "fr":
+            _apply_fr(scorer, _reference_pairs(pairs, colour))
+            continue
         _apply(scorer, pairs)
     per_image = (time.perf_counter() - t0) * 1e3 / len(ok)
     for r in ok:
@@ -142,9 +201,46 @@ def _apply(scorer: Scorer, pairs: list[tuple[_Row, np.ndarray]]) -> None:
             r.fail(ErrorCode.SCORE_ERROR, f"{scorer.info.name}: {type(exc).__name__}: {exc}")
 
 
-def _batched(it: Iterator[Fetched], n: int) -> Iterator[list[Fetched]]:
+def _apply_fr(scorer: Scorer, triples: list[tuple[_Row, np.ndarray, np.ndarray]]) -> None:
+    if not triples:
+        return
+    outputs = scorer.info.outputs
+    try:
+        values = scorer.score_pairs([img for _, img, _ in triples], [ref for _, _, ref in triples])
+        for (r, _, _), vals in zip(triples, values, strict=True):
+            r.scores.update(zip(outputs, (float(v) for v in vals), strict=True))
+        return
+    except Exception as exc:
+        log.warning("scorer %s failed on a batch (%s); retrying pair by pair", scorer.info.name, exc)
+    for r, img, ref in triples:  # isolate the pair that breaks the scorer (e.g. too small for ms_ssim)
+        try:
+            vals = scorer.score_pairs([img], [ref])[0]
+            r.scores.update(zip(outputs, (float(v) for v in vals), strict=True))
+        except Exception as exc:
+            r.fail(ErrorCode.SCORE_ERROR, f"{scorer.info.name}: {type(exc).__name__}: {exc}")
+
+
+_T = TypeVar("_T")
+
+
+def _batched(it: Iterator[_T], n: int) -> Iterator[list[_T]]:
     while chunk := list(islice(it, n)):
         yield chunk
+
+
+def _fetch_pairs(
+    uris: Sequence[str], references: Sequence[str | None], window: int, with_references: bool
+) -> Iterator[tuple[Fetched, str | None, Fetched | None]]:
+    """(image, reference uri, reference) in input order; images and references share one bounded read-ahead."""
+    if not with_references:
+        for f, ref in zip(prefetch(uris, window), references, strict=True):
+            yield f, ref, None
+        return
+    flat = (u for uri, ref in zip(uris, references, strict=True) for u in ((uri, ref) if ref else (uri,)))
+    stream = prefetch(flat, window)
+    for ref in references:
+        img = next(stream)
+        yield img, ref, (next(stream) if ref else None)
 
 
 def _to_table(rows: list[_Row], outputs: list[str], sid: str) -> pa.Table:
@@ -183,14 +279,16 @@ def score_members(
     """Score a list of images into a results table (one row per input, in input order)."""
     outputs = [o for s in scorers for o in s.info.outputs]
     rows: list[_Row] = []
-    ref_of = dict(zip(uris, references, strict=True))
-    for chunk in _batched(prefetch(uris, window), batch_size):
-        batch = [_Row(f.uri, ref_of[f.uri], f) for f in chunk]
+    with_references = any(s.info.kind == "fr" for s in scorers)
+    for chunk in _batched(_fetch_pairs(uris, references, window, with_references), batch_size):
+        batch = [_Row(f.uri, ref, f, needs_reference=with_references, ref_fetched=rf) for f, ref, rf in chunk]
         for r in batch:
             _decode_row(r)
         _score_batch(batch, scorers)
         for r in batch:
-            r.decoded = None  # free pixels as soon as the batch is scored
+            if r.decoded is not None:
+                r.decoded.pixels = _FREED  # keep the metadata, free the pixels once the batch is scored
+            r.ref_fetched, r.ref_pixels, r.ref_converted = None, None, {}
         rows.extend(batch)
     return _to_table(rows, outputs, sid)
 
@@ -206,11 +304,15 @@ def score_shard(plan: ShardPlan, settings: ScoreSettings) -> ShardResult:
     members = read_shard_members(plan)
     if settings.weights or settings.allow_download:
         configure_store(settings.weights, settings.allow_download)
+    if settings.registry_uri:
+        set_model_registry_uri(settings.registry_uri)
     scorers = load_scorers(settings.models, resolve_device(settings.device))
     table = score_members(
         members[Col.URI], members[Col.REFERENCE_URI], scorers, plan.shard_id,
         settings.batch_size, settings.prefetch,
     )
+    if settings.gates is not None:
+        table = apply_image_gates(table, settings.gates)
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     atomic_write(fs, path, buf.getvalue())

@@ -46,4 +46,6 @@ def atomic_write(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     else:
-        fs.pipe_file(path, data)
+        from iqaflow.tasks.read import with_retries
+
+        with_retries(lambda: fs.pipe_file(path, data))

@@ -1,0 +1,3 @@
+from iqaflow.cli import main
+
+main()

@@ -1,0 +1,225 @@
+"""The shared base of the deep scorers: numpy images in, size policy, batched inference, floats out.
+
+A ``TorchScorer`` subclass names its network (``build``) and its preprocessing as class data;
+this module turns a list of differently sized images into fixed-shape batches, runs them under
+``torch.inference_mode`` (fp16 autocast on CUDA, fp32 on CPU), and averages patch scores back
+to one row per image. Weights come from the weights store in ``setup``. torch is imported
+lazily so that listing scorers stays cheap.
+
+Size policies:
+  * ``resize``: every image is resized (bilinear, antialiased) to ``input_size`` (H, W).
+  * ``patches``: optionally resized to ``input_size`` first, then ``patch_size`` crops on an evenly
+    spaced grid (``patch_grid`` rows x cols, or tiling the image when None, at most ``max_patches``);
+    the image score is the mean of its patch scores. Deterministic: the same image, the same crops.
+  * ``native``: the image as it is, downscaled only when its shorter side exceeds ``short_side`` or
+    its longer side exceeds ``max_side``; images of equal shape are batched together.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from iqaflow.errors import WeightsError
+from iqaflow.models.base import Image, Scorer
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from iqaflow.models.weights import WeightsStore
+
+
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of ``(N, C, H, W)`` with antialiasing (so downscaling does not alias)."""
+    import torch.nn.functional as F
+
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def fit_native(x: torch.Tensor, short_side: int | None, max_side: int | None) -> torch.Tensor:
+    """Downscale (keeping the aspect ratio) so the sides respect the limits; never upscale."""
+    h, w = x.shape[-2:]
+    scale = 1.0
+    if short_side is not None:
+        scale = min(scale, short_side / min(h, w))
+    if max_side is not None:
+        scale = min(scale, max_side / max(h, w))
+    if scale >= 1.0:
+        return x
+    return resize(x, (max(1, round(h * scale)), max(1, round(w * scale))))
+
+
+def grid_starts(length: int, patch: int, count: int) -> list[int]:
+    """``count`` evenly spaced crop offsets covering ``[0, length)``; centred when ``count`` is 1."""
+    if count <= 1:
+        return [(length - patch) // 2]
+    return [round(i * (length - patch) / (count - 1)) for i in range(count)]
+
+
+def grid_patches(x: torch.Tensor, patch: int, grid: tuple[int, int] | None, max_patches: int) -> torch.Tensor:
+    """``(1, C, H, W)`` -> ``(P, C, patch, patch)`` crops on an even grid; small images are upscaled first."""
+    h, w = x.shape[-2:]
+    if min(h, w) < patch:
+        s = patch / min(h, w)
+        x = resize(x, (max(patch, math.ceil(h * s)), max(patch, math.ceil(w * s))))
+        h, w = x.shape[-2:]
+    if grid is None:
+        rows, cols = max(1, h // patch), max(1, w // patch)
+        if rows * cols > max_patches:
+            f = math.sqrt(max_patches / (rows * cols))
+            rows, cols = max(1, int(rows * f)), max(1, int(cols * f))
+    else:
+        rows, cols = grid
+    import torch
+
+    rs, cs = grid_starts(h, patch, rows), grid_starts(w, patch, cols)
+    return torch.stack([x[0, :, r : r + patch, c : c + patch] for r in rs for c in cs])
+
+
+class TorchScorer(Scorer):
+    """Base of the deep scorers. Subclasses set ``info`` (one ``WeightSpec``) and implement ``build``."""
+
+    # Preprocessing, read through ``self`` so a test (or a caller) may override it per instance.
+    input_size: tuple[int, int] | None = None
+    patch_size: int = 224
+    patch_grid: tuple[int, int] | None = None
+    max_patches: int = 256
+    short_side: int | None = None
+    max_side: int | None = None
+    # Upper bound on pixels per forward pass (bounds activation memory; 32 images of 512x512).
+    max_batch_pixels: int = 1 << 23
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net: nn.Module | None = None
+
+    @classmethod
+    def build(cls) -> nn.Module:
+        """A freshly initialised network (no weights loaded)."""
+        raise NotImplementedError(f"{cls.__name__} must implement build")
+
+    @classmethod
+    def make_test_weights(cls, store: WeightsStore, seed: int = 0) -> None:
+        import torch
+
+        torch.manual_seed(seed)
+        store.put_state_dict(cls.info.weights[0].filename, cls.build().state_dict())
+
+    def setup(self, device: str = "cpu") -> None:
+        from iqaflow.models.weights import get_store
+
+        self.load_state_dict(get_store().load_state_dict(self.info.weights[0]), device)
+
+    def load_state_dict(self, state: dict[str, Any], device: str = "cpu") -> None:
+        """Build the network, load ``state`` strictly and move it to ``device`` for inference."""
+        net = self.build()
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise WeightsError(
+                f"weights file {self.info.weights[0].filename!r} does not fit scorer {self.info.name!r}: "
+                f"expected the state dict of {type(net).__name__}, got {exc}. "
+                "Fix: convert published checkpoints with iqaflow.models.nets.convert"
+            ) from exc
+        self.net = net.to(device).eval().requires_grad_(False)
+        self.device = device
+
+    # -- preprocessing --------------------------------------------------------------------------------
+    def _tensor(self, image: Image) -> torch.Tensor:
+        import torch
+
+        rgb = self.info.colour == "rgb"
+        if image.ndim != (3 if rgb else 2) or (rgb and image.shape[2] != 3):
+            want = "(H, W, 3)" if rgb else "(H, W)"
+            raise ValueError(
+                f"{self.info.name} expects {self.info.colour} images of shape {want}, got {image.shape}. "
+                "Fix: convert with iqaflow.models.colour.convert before scoring"
+            )
+        t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(self.device)
+        return (t.permute(2, 0, 1) if rgb else t[None])[None]
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """One image ``(1, C, H, W)`` -> the network's inputs ``(P, C, h, w)`` under ``info.size_policy``."""
+        policy = self.info.size_policy
+        if policy == "resize":
+            if self.input_size is None:
+                raise TypeError(f"{type(self).__name__}: size_policy 'resize' needs input_size")
+            return resize(x, self.input_size)
+        if policy == "patches":
+            if self.input_size is not None:
+                x = resize(x, self.input_size)
+            return grid_patches(x, self.patch_size, self.patch_grid, self.max_patches)
+        return fit_native(x, self.short_side, self.max_side)
+
+    # -- inference --------------------------------------------------------------------------------------
+    def _forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        device_type = torch.device(self.device).type
+        with torch.autocast(device_type, dtype=torch.float16, enabled=device_type == "cuda"):
+            return self.net(*inputs).float().reshape(-1)  # type: ignore[misc]
+
+    def _run(self, items: list[tuple[torch.Tensor, ...]]) -> np.ndarray:
+        """Forward every item's patches, batching equal shapes; the mean patch score per item, float64."""
+        import torch
+
+        out = np.empty(len(items), dtype=np.float64)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, item in enumerate(items):
+            groups.setdefault(tuple(item[0].shape[1:]), []).append(i)
+        for shape, idx in groups.items():
+            per = max(1, self.max_batch_pixels // (shape[-1] * shape[-2]))
+            pos = 0
+            while pos < len(idx):
+                take, count = [], 0
+                while pos < len(idx) and (not take or count + items[idx[pos]][0].shape[0] <= per):
+                    take.append(idx[pos])
+                    count += items[idx[pos]][0].shape[0]
+                    pos += 1
+                parts = [torch.cat([items[i][k] for i in take]) for k in range(len(items[take[0]]))]
+                scores = torch.cat([self._forward(*(p[s : s + per] for p in parts)) for s in range(0, count, per)])
+                sizes = [items[i][0].shape[0] for i in take]
+                for i, chunk in zip(take, torch.split(scores.double().cpu(), sizes), strict=True):
+                    out[i] = float(chunk.mean())
+        return out
+
+    def _check_ready(self) -> None:
+        if self.net is None:
+            raise RuntimeError(f"scorer {self.info.name!r} has no weights loaded. Fix: call setup(device) first")
+
+    def score(self, images: Sequence[Image]) -> np.ndarray:
+        if self.info.kind != "nr":
+            return super().score(images)
+        self._check_ready()
+        import torch
+
+        with torch.inference_mode():
+            items = [(self.prepare(self._tensor(img)),) for img in images]
+            return self._run(items).reshape(-1, 1)
+
+    def score_pairs(self, images: Sequence[Image], references: Sequence[Image]) -> np.ndarray:
+        if self.info.kind != "fr":
+            return super().score_pairs(images, references)
+        self._check_ready()
+        if len(images) != len(references):
+            raise ValueError(f"expected as many references as images, got {len(references)} and {len(images)}")
+        for img, ref in zip(images, references, strict=True):
+            if img.shape != ref.shape:
+                raise ValueError(
+                    f"{self.info.name}: image and reference must have the same shape, got {img.shape} and "
+                    f"{ref.shape}. Fix: align or resize the pair before scoring (the FR path's alignment step)"
+                )
+        import torch
+
+        with torch.inference_mode():
+            items = [
+                (self.prepare(self._tensor(i)), self.prepare(self._tensor(r)))
+                for i, r in zip(images, references, strict=True)
+            ]
+            return self._run(items).reshape(-1, 1)

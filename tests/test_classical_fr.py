@@ -1,0 +1,221 @@
+"""Golden values for the classical FR scorers against scikit-image, plus known values and monotonicity.
+
+The skimage reference is Wang et al.'s SSIM: ``gaussian_weights=True, sigma=1.5,
+use_sample_covariance=False, data_range=1``. It matches piq exactly (same 11-tap Gaussian, same
+constants, skimage crops the 5-px border that piq's unpadded convolution never computes) once two
+differences are taken out: piq's ``downsample`` (average pooling by round(short side / 256), as in
+Wang's ssim.m) and piq's float32 arithmetic. PSNR differs from skimage only by piq's 1e-8 added to
+the MSE, which caps identical images at 80 dB.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from iqaflow import synth
+from iqaflow.models import classical_fr as fr
+from iqaflow.models.registry import all_scorers, create_scorer
+
+FR_NAMES = ("psnr", "ssim", "ms_ssim", "gmsd", "vif", "fsim", "vsi", "haarpsi", "ssim_worst")
+WANG = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False, "data_range": 1.0}
+
+
+def _unit(img: np.ndarray) -> np.ndarray:
+    return img.astype(np.float32) / np.float32(255)
+
+
+def _gray(img: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+
+
+@pytest.fixture(scope="module")
+def sources() -> dict[str, np.ndarray]:
+    return synth.skimage_images()
+
+
+@pytest.fixture(scope="module")
+def crops(sources: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Three 192x192 uint8 RGB crops from different sources (MS-SSIM needs >= 161 px)."""
+    return [img for _, img in synth.random_crops(sources, 3, 192, seed=1)]
+
+
+@pytest.fixture(scope="module")
+def pairs(crops: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(distorted, reference) float32 pairs over blur, noise and JPEG at moderate levels."""
+    out = []
+    for i, ref in enumerate(crops):
+        for dist in (synth.blur(ref, 1.5), synth.noise(ref, 12.0, seed=i), synth.jpeg(ref, 20)):
+            out.append((_unit(dist), _unit(ref)))
+    return out
+
+
+def test_registered_metadata() -> None:
+    scorers = all_scorers()
+    for name in FR_NAMES:
+        info = scorers[name].info
+        assert info.kind == "fr" and info.name == name
+        assert info.colour == ("gray" if name == "ssim_worst" else "rgb")
+        assert info.higher_is_better is (name != "gmsd")
+    assert scorers["ssim_worst"].info.outputs == (
+        "ssim_worst", "ssim_worst_x0", "ssim_worst_y0", "ssim_worst_x1", "ssim_worst_y1"
+    )
+
+
+def test_psnr_matches_skimage(pairs: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    """Tolerance 1e-3 dB after adding piq's 1e-8 to skimage's MSE; float32 MSE accounts for the rest."""
+    got = create_scorer("psnr").score_pairs([d for d, _ in pairs], [r for _, r in pairs])[:, 0]
+    for value, (d, r) in zip(got, pairs, strict=True):
+        sk = peak_signal_noise_ratio(r.astype(np.float64), d.astype(np.float64), data_range=1.0)
+        assert 15 < sk < 45
+        expected = -10 * np.log10(10 ** (-sk / 10) + 1e-8)
+        assert value == pytest.approx(expected, abs=1e-3)
+        assert value == pytest.approx(sk, abs=5e-3)  # the eps shifts < 0.005 dB below 45 dB
+
+
+def test_ssim_maths_equals_skimage_exactly(pairs: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    """Without downsampling and in float64 the pure function is skimage's SSIM to 1e-10."""
+    for d, r in pairs:
+        d64, r64 = d.astype(np.float64), r.astype(np.float64)
+        sk = structural_similarity(r64, d64, channel_axis=2, **WANG)
+        got = fr.ssim(fr.to_tensor([d]).double(), fr.to_tensor([r]).double(), downsample=False).item()
+        assert got == pytest.approx(sk, abs=1e-10)
+
+
+def test_ssim_scorer_float32_close_to_skimage(pairs: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    """The scorer's float32 path: 192 px images are not downsampled (f = 1); tolerance 1e-4 for float32."""
+    got = create_scorer("ssim").score_pairs([d for d, _ in pairs], [r for _, r in pairs])[:, 0]
+    for value, (d, r) in zip(got, pairs, strict=True):
+        sk = structural_similarity(r.astype(np.float64), d.astype(np.float64), channel_axis=2, **WANG)
+        assert value == pytest.approx(sk, abs=1e-4)
+
+
+def test_ssim_downsampling_is_average_pooling(sources: dict[str, np.ndarray]) -> None:
+    """At 512 px piq pools 2x2 first (Wang's ssim.m): equal to skimage on 2x2-mean-pooled images."""
+    ref = sources["astronaut"]  # 512x512
+    dist = synth.noise(synth.blur(ref, 1.0), 10.0)
+    d, r = _unit(dist), _unit(ref)
+    got = create_scorer("ssim").score_pairs([d], [r])[0, 0]
+
+    def pool(a: np.ndarray) -> np.ndarray:
+        return a.astype(np.float64).reshape(256, 2, 256, 2, 3).mean(axis=(1, 3))
+
+    sk_pooled = structural_similarity(pool(r), pool(d), channel_axis=2, **WANG)
+    sk_full = structural_similarity(r.astype(np.float64), d.astype(np.float64), channel_axis=2, **WANG)
+    assert got == pytest.approx(sk_pooled, abs=1e-4)
+    assert abs(got - sk_full) > 1e-2  # the pooling matters: not the full-resolution value
+
+
+def test_ssim_map_equals_skimage_full_map(pairs: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    for d, r in pairs[:3]:
+        g_d, g_r = (_gray(a).astype(np.float64) for a in (d, r))
+        sk_value, sk_map = structural_similarity(g_r, g_d, full=True, **WANG)
+        smap = fr.ssim_map(g_d, g_r)
+        assert smap.shape == g_d.shape
+        np.testing.assert_allclose(smap, sk_map, atol=1e-9)
+        assert smap[5:-5, 5:-5].mean() == pytest.approx(sk_value, abs=1e-12)
+
+
+def test_identical_images_give_the_known_values(crops: list[np.ndarray]) -> None:
+    ref = _unit(crops[0])
+    expected = {"psnr": fr.PSNR_MAX_DB, "ssim": 1.0, "ms_ssim": 1.0, "gmsd": 0.0, "vif": 1.0, "fsim": 1.0,
+                "vsi": 1.0, "haarpsi": 1.0}
+    for name, value in expected.items():
+        assert create_scorer(name).score_pairs([ref], [ref.copy()])[0, 0] == pytest.approx(value, abs=1e-5), name
+    worst = create_scorer("ssim_worst").score_pairs([_gray(ref)], [_gray(ref)])[0]
+    assert worst[0] == pytest.approx(1.0, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("distortion", "apply", "levels"),
+    [
+        ("blur", synth.blur, (1.0, 2.5, 5.0)),
+        ("noise", lambda img, s: synth.noise(img, s, seed=3), (8.0, 20.0, 40.0)),
+        ("jpeg", synth.jpeg, (40, 15, 5)),
+    ],
+)
+def test_every_scorer_is_monotonic_in_distortion_level(crops: list[np.ndarray], distortion, apply, levels) -> None:
+    for ref8 in crops[:2]:
+        ref = _unit(ref8)
+        dists = [_unit(apply(ref8, level)) for level in levels]
+        for name in FR_NAMES:
+            scorer = create_scorer(name)
+            if scorer.info.colour == "gray":
+                values = scorer.score_pairs([_gray(d) for d in dists], [_gray(ref)] * len(dists))[:, 0]
+            else:
+                values = scorer.score_pairs(dists, [ref] * len(dists))[:, 0]
+            steps = np.diff(values) * (1 if scorer.info.higher_is_better else -1)
+            assert (steps < 0).all(), f"{name} not monotonic in {distortion}: {values}"
+
+
+def test_vif_takes_the_distorted_image_first(crops: list[np.ndarray]) -> None:
+    """VIF > 1 for a contrast-enhanced image (Sheikh & Bovik): proves the argument order.
+
+    The reference is a low-contrast copy, so the "enhanced" image is the unclipped original.
+    """
+    enhanced = _unit(crops[0])
+    ref = (0.5 + (enhanced - 0.5) * 0.6).astype(np.float32)
+    vif = create_scorer("vif")
+    assert vif.score_pairs([enhanced], [ref])[0, 0] > 1.0
+    assert vif.score_pairs([ref], [enhanced])[0, 0] < 1.0
+
+
+def test_batches_of_mixed_sizes_equal_one_by_one(sources: dict[str, np.ndarray]) -> None:
+    """Grouping by size and cutting groups (tiny max_elements) must not change values or their order."""
+    ref8 = sources["chelsea"]
+    refs = [ref8[:200, :300], ref8[:180, :180], ref8[50:250, 10:310], ref8[:180, 1:181], ref8[:200, 5:305]]
+    images = [_unit(synth.noise(r, 5.0 + 5 * i, seed=i)) for i, r in enumerate(refs)]
+    references = [_unit(r) for r in refs]
+    assert fr.size_groups([i.shape for i in images]) == [[0, 2, 4], [1, 3]]
+    assert fr.size_groups([i.shape for i in images], max_elements=2 * 200 * 300 * 3) == [[0, 2], [4], [1, 3]]
+    batched = fr.score_pairs_batched(fr.ssim, images, references, max_elements=200 * 300 * 3)
+    single = [fr.score_pairs_batched(fr.ssim, [i], [r])[0] for i, r in zip(images, references, strict=True)]
+    np.testing.assert_allclose(batched, single, atol=1e-6)
+    out = create_scorer("psnr").score_pairs(images, references)
+    assert out.shape == (5, 1) and out.dtype == np.float64
+
+
+def test_ms_ssim_small_image_is_a_clear_error() -> None:
+    small = np.zeros((160, 400, 3), np.float32)
+    with pytest.raises(ValueError, match=r"at least 161x161 px.*got 400x160.*use ssim"):
+        create_scorer("ms_ssim").score_pairs([small], [small])
+    ok = np.full((161, 161, 3), 0.5, np.float32)
+    assert create_scorer("ms_ssim").score_pairs([ok], [ok])[0, 0] == pytest.approx(1.0)
+
+
+def test_size_mismatch_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match=r"image is 64x48 but its reference is 48x64"):
+        create_scorer("ssim").score_pairs([np.zeros((48, 64, 3), np.float32)], [np.zeros((64, 48, 3), np.float32)])
+
+
+def test_worst_region_on_a_known_map() -> None:
+    smap = np.ones((100, 120))
+    smap[30:50, 70:90] = 0.2
+    mean, x0, y0, x1, y1 = fr.worst_region(smap, 20)
+    assert (x0, y0, x1, y1) == (70.0, 30.0, 90.0, 50.0)
+    assert mean == pytest.approx(0.2)
+    assert fr.region_size(100, 120) == 16 and fr.region_size(800, 1000) == 100 and fr.region_size(10, 50) == 10
+
+
+def test_ssim_worst_locates_a_local_defect(crops: list[np.ndarray]) -> None:
+    """A blurred 40x40 patch at x 130-170, y 60-100 must be where the worst 24x24 region is."""
+    ref8 = crops[1]
+    dist8 = ref8.copy()
+    dist8[60:100, 130:170] = synth.blur(ref8, 4.0)[60:100, 130:170]
+    out = create_scorer("ssim_worst").score_pairs([_gray(_unit(dist8))], [_gray(_unit(ref8))])[0]
+    score, x0, y0, x1, y1 = out
+    assert (x1 - x0, y1 - y0) == (24.0, 24.0)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    assert 130 <= cx <= 170 and 60 <= cy <= 100
+    whole = create_scorer("ssim").score_pairs([_unit(dist8)], [_unit(ref8)])[0, 0]
+    assert score < whole < 1.0
+
+
+def test_runs_on_cpu_without_grad() -> None:
+    x = np.random.default_rng(0).random((64, 64, 3), dtype=np.float32)
+    t = fr.to_tensor([x, x])
+    assert t.shape == (2, 3, 64, 64) and t.dtype == torch.float32 and not t.requires_grad
+    np.testing.assert_array_equal(t[0].permute(1, 2, 0).numpy(), x)

@@ -1,0 +1,62 @@
+"""The command line, run as a user runs it: a subprocess, exit codes and one-line reasons."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def iqaflow(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "iqaflow", *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd
+    )
+
+
+def test_models_lists_scorers_with_kind_direction_range() -> None:
+    res = iqaflow("models")
+    assert res.returncode == 0, res.stderr
+    for text in ("sharpness", "exposure", "noise", "NR", "higher", "lower", "[0, 1]"):
+        assert text in res.stdout
+
+
+def test_help_everywhere_with_examples() -> None:
+    top = iqaflow("--help")
+    assert top.returncode == 0 and "score" in top.stdout and "models" in top.stdout
+    sc = iqaflow("score", "--help")
+    assert sc.returncode == 0 and "Examples" in sc.stdout and "--shard-size" in sc.stdout
+
+
+def test_bad_config_exits_non_zero_with_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("shard_size: -3\n")
+    res = iqaflow("score", str(tmp_path), "--config", str(cfg))
+    assert res.returncode == 2
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "shard_size" in lines[0] and "Fix:" in lines[0]
+
+
+def test_unknown_model_and_missing_source(tmp_path: Path) -> None:
+    res = iqaflow("score", str(tmp_path), "--models", "sharpnes")
+    assert res.returncode == 2 and "did you mean 'sharpness'" in res.stderr.lower()
+    res = iqaflow("score", str(tmp_path / "nope"), "--out", str(tmp_path / "out"), "--workers", "1")
+    assert res.returncode != 0 and "does not exist" in res.stderr
+
+
+@pytest.mark.slow
+def test_score_end_to_end_prints_results_location(tmp_path: Path) -> None:
+    from iqaflow.synth import make_collection
+
+    src = make_collection(tmp_path / "imgs", n_bases=3, size=96)
+    out = tmp_path / "out"
+    res = iqaflow("score", str(src), "--out", str(out), "--workers", "1", "--shard-size", "20", "--run-id", "cli")
+    assert res.returncode == 0, res.stderr[-2000:]
+    results = out / "runs" / "cli" / "results"
+    assert f"results: {results}" in " ".join(res.stdout.split())
+    summary = json.loads((out / "runs" / "cli" / "summary.json").read_text())
+    assert summary["images"] == 3 * 14 + 3 and summary["errors"] == 3 and summary["shards"] == 3
