@@ -43,7 +43,22 @@ Examples:
 def _quiet_prefect(verbose: bool) -> None:
     # Prefect reads its settings at import; keep its per-task console lines out of the CLI output.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+    if verbose:
+        os.environ["IQAFLOW_VERBOSE"] = "1"
     logging.getLogger("distributed").setLevel(logging.INFO if verbose else logging.ERROR)
+
+
+def _with_progress(run, cfg):  # noqa: ANN001, ANN202 - run_score and RunConfig, imported lazily
+    """Run a scoring flow with a live bar: images done, images/s, errors, shards."""
+    from iqaflow.flows.progress import RichProgress, set_reporter
+
+    if not os.environ.get("IQAFLOW_VERBOSE"):  # Prefect's logging setup re-enables distributed's INFO lines
+        logging.getLogger("distributed").setLevel(logging.ERROR)
+    set_reporter(RichProgress())
+    try:
+        return run(cfg)
+    finally:
+        set_reporter(None)
 
 
 def _fmt(v: float | None) -> str:
@@ -65,6 +80,8 @@ def _print_summary(summary) -> None:  # noqa: ANN001 - RunSummary, imported lazi
     if summary.errors_by_code:
         console.print("errors by code: " + ", ".join(f"{k}={v}" for k, v in summary.errors_by_code.items()))
     console.print(f"[bold]results:[/bold] {summary.results_dir}")
+    run_root = summary.results_dir.rstrip("/").removesuffix("/results")
+    console.print(f"[bold]report:[/bold] {run_root}/report.html")
 
 
 @app.command(epilog=SCORE_EXAMPLES)
@@ -89,6 +106,9 @@ def score(
     tracking_uri: Annotated[
         str | None, typer.Option(help="MLflow tracking URI (and registry of mlflow: models) [default: OUT/mlflow.db]")
     ] = None,
+    incremental: Annotated[
+        str | None, typer.Option(help="Earlier run folder (OUT/runs/RUN_ID): score only new or changed images")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect and Dask logs")] = False,
 ) -> None:
     """Score every image under SOURCE and write Parquet results."""
@@ -99,14 +119,14 @@ def score(
         "source": source, "out": out, "workers": workers, "shard_size": shard_size, "batch_size": batch_size,
         "dask_address": dask_address, "device": device, "run_id": run_id, "reference_root": reference_root,
         "models": [m for m in models.split(",")] if models else None, "gates": gates, "apply_routing": apply or None,
-        "mlflow_tracking_uri": tracking_uri,
+        "mlflow_tracking_uri": tracking_uri, "incremental": incremental,
     }
     cfg = load_config(config, overrides)
     from iqaflow.cli_gates import gate_report_after
     from iqaflow.flows.score import run_score
 
     with gate_report_after(cfg):
-        _print_summary(run_score(cfg))
+        _print_summary(_with_progress(run_score, cfg))
 
 
 @app.command(epilog="Examples:\n\n  iqaflow models\n\n  iqaflow models --weights s3://bucket/iqaflow-weights/")
@@ -203,7 +223,7 @@ def demo(
          "shard_size": 64, "run_id": "demo"},
         "demo",
     )
-    _print_summary(run_score(cfg))
+    _print_summary(_with_progress(run_score, cfg))
 
 
 def _register_gate_commands() -> None:
@@ -223,6 +243,15 @@ def _register_ml_commands() -> None:
 
 
 _register_ml_commands()
+
+
+def _register_ops_commands() -> None:
+    from iqaflow.cli_ops import register
+
+    register(app, _quiet_prefect)
+
+
+_register_ops_commands()
 
 
 def main() -> None:

@@ -15,7 +15,9 @@ from iqaflow.errors import ConfigError, UnknownScorerError
 from iqaflow.schemas.results import SCHEMA_VERSION
 
 DEFAULT_MODELS = ["sharpness", "exposure", "noise"]
-DEFAULT_EXTENSIONS = [".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".ppm", ".pgm"]
+MEDICAL_EXTENSIONS = [".dcm", ".nii", ".nii.gz"]
+DEFAULT_EXTENSIONS = [".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".ppm", ".pgm", ".heic",
+                      ".heif", *MEDICAL_EXTENSIONS]
 
 # How to fix a field, shown after pydantic's "expected" message.
 _FIX_HINTS: dict[str, str] = {
@@ -30,6 +32,10 @@ _FIX_HINTS: dict[str, str] = {
     "extensions": "list file extensions such as ['.jpg', '.png']",
     "reference_root": "use the folder or URL holding the reference images, laid out like the source",
     "mlflow_tracking_uri": "use an MLflow tracking URI such as sqlite:///path/mlflow.db or http://host:5000",
+    "align": "use none, homography (features + RANSAC) or ecc (plus sub-pixel ECC refinement)",
+    "heatmap_below": "use a local SSIM in [-1, 1] such as 0.5, or leave it unset for no heatmaps",
+    "volume_slices": "use how many slices of a volume to score, 1 for the middle slice only",
+    "volume_reduce": "use mean or worst",
 }
 
 
@@ -50,14 +56,38 @@ class RunConfig(BaseModel):
     prefetch: int = Field(8, ge=1, le=1024)
     extensions: list[str] = Field(default_factory=lambda: list(DEFAULT_EXTENSIONS), min_length=1)
     recursive: bool = True
+    sniff_extensionless: bool = Field(
+        False, description="also list files without an extension that start like DICOM or NIfTI (reads 548 bytes "
+        "of each); DICOM exports often have no extension"
+    )
     run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
     weights: str | None = Field(None, description="weights store: folder or URL (default $IQAFLOW_WEIGHTS)")
     allow_download: bool = False
+    incremental: str | None = Field(
+        None, description="earlier run (OUT/runs/RUN_ID or its results folder): score only new or changed images"
+    )
     reference_root: str | None = Field(
         None, description="folder or URL of reference (master) images for FR models, same relative paths as source"
     )
+    align: Literal["none", "homography", "ecc"] = Field(
+        "none", description="register each image onto its reference before scoring (scans vs masters): homography "
+        "= features + RANSAC, ecc = that refined by ECC to sub-pixel; images are cropped to the overlap"
+    )
+    heatmap_below: float | None = Field(
+        None, ge=-1.0, le=1.0, description="write a defect heatmap PNG (runs/RUN_ID/heatmaps/IMAGE_ID.png) for "
+        "image/reference pairs whose worst region's local SSIM (as ssim_worst) is below this"
+    )
+    volume_slices: int = Field(
+        8, ge=1, le=512, description="volumes and multi-frame files: NR scores aggregate this many slices (1: middle)"
+    )
+    volume_reduce: Literal["mean", "worst"] = Field("mean", description="how per-slice NR scores aggregate")
+    phi_safe: bool = Field(
+        True, description="medical files: ids are keyed hashes (HMAC of SOPInstanceUID and path, key from "
+        "$IQAFLOW_PHI_KEY or <out>/phi.key) and a path holding its patient's name or ID is a PHI_IN_PATH error"
+    )
     gates: str | None = Field(None, description="gate file (YAML): per-image, relative and collection gates, routing")
     apply_routing: bool = Field(False, description="carry out the gate file's routing (default: dry run)")
+    baseline: str | None = Field(None, description="earlier run folder for drift gates and the report's drift section")
     track: bool = Field(True, description="record the run in MLflow (params, metrics, artifacts)")
     mlflow_tracking_uri: str | None = Field(
         None, description="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///<out>/mlflow.db)"
@@ -124,6 +154,18 @@ class RunConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _print_options_need_references(self) -> RunConfig:
+        asked = [k for k, on in (("align", self.align != "none"), ("heatmap_below", self.heatmap_below is not None))
+                 if on]
+        if asked and not self.fr_models():
+            raise ValueError(
+                f"{' and '.join(asked)} compare images with references, but no full-reference model is listed. "
+                "Fix: add one (e.g. ssim, ssim_worst, streaks) and set reference_root, or drop "
+                f"{' and '.join(asked)}"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _gates_match_models(self) -> RunConfig:
         """A wrong gate file fails here, before any image is scored (raises ConfigError naming file:line)."""
         if self.gates is not None:
@@ -180,6 +222,10 @@ class RunConfig(BaseModel):
         }
         if self.reference_root is not None:  # only when set, so runs without references keep their shard ids
             payload["reference_root"] = self.reference_root
+        defaults = type(self).model_fields
+        for key in ("align", "volume_slices", "volume_reduce", "phi_safe"):  # likewise: only when changed
+            if getattr(self, key) != defaults[key].default:
+                payload[key] = getattr(self, key)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

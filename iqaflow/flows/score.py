@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
 from prefect_dask import DaskTaskRunner
 
 from iqaflow.config import RunConfig
 from iqaflow.errors import ConfigError, IqaflowError
+from iqaflow.flows import progress
 from iqaflow.flows.gate import gate_flow, gate_spec_task
 from iqaflow.models.registry import is_resolved_name, scorer_info
-from iqaflow.tasks import discover, plan, score, summary, track
+from iqaflow.tasks import discover, incremental, plan, print_report, score, score_domain, summary, track
+from iqaflow.tasks import report as html_report
 from iqaflow.tasks.layout import RunLayout
-from iqaflow.tasks.storage import atomic_write, open_fs
+from iqaflow.tasks.storage import atomic_write, join, open_fs
 
 _opts: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
 
@@ -34,7 +38,9 @@ plan_task = task(plan.plan_shards, name="plan", **_opts)
 # Retries are per shard (style principle 5): a committed shard is skipped on retry.
 score_shard_task = task(score.score_shard, name="score-shard", retries=2, retry_delay_seconds=2, **_opts)
 summarise_task = task(summary.summarise, name="summarise", **_opts)
+report_task = task(html_report.write_report, name="report", **_opts)
 track_task = task(track.track_run, name="track", **_opts)
+incremental_task = task(incremental.split_incremental, name="incremental", **_opts)
 
 
 class ShardsFailed(IqaflowError):
@@ -68,26 +74,30 @@ def score_flow(config: RunConfig) -> summary.RunSummary:
     n = discover_task(
         config.source, layout.manifest, config.shard_size, config.extensions, config.recursive,
         reference_root=config.reference_root, need_references=bool(config.fr_models()),
+        sniff_extensionless=config.sniff_extensionless,
     )
-    plans = plan_task(layout.manifest, layout.results_dir, config.fingerprint())
+    fingerprint = config.fingerprint()
+    atomic_write(fs, join(layout.root, incremental.FINGERPRINT_FILE), fingerprint.encode())
+    carried = None
+    if config.incremental:
+        carried = incremental_task(layout.manifest, config.incremental, fingerprint, layout.results_dir,
+                                   config.shard_size)
+        log.info("incremental: %d unchanged images carried over, %d to score", carried.carried, carried.to_score)
+        n = carried.to_score
+    plans = plan_task(layout.manifest, layout.results_dir, fingerprint)
     log.info("run %s: %d images in %d shards", layout.run_id, n, len(plans))
 
     gate_spec = gate_spec_task(config.gates, config.outputs()) if config.gates else None
     settings = score.ScoreSettings(
         tuple(config.models), config.device, config.batch_size, config.prefetch, config.weights, config.allow_download,
         gate_spec, registry_uri=config.registry_uri() if any(is_resolved_name(m) for m in config.models) else None,
+        domain=_domain(config, layout),
     )
     futures = [
         score_shard_task.with_options(task_run_name=f"shard-{p.index:05d}-{p.shard_id[:8]}").submit(p, settings)
         for p in plans
     ]
-    results: list[score.ShardResult] = []
-    failed: list[str] = []
-    for p, fut in zip(plans, futures, strict=True):
-        try:
-            results.append(fut.result())
-        except Exception as exc:
-            failed.append(f"shard {p.index} ({p.shard_id}): {type(exc).__name__}: {exc}")
+    results, failed = _collect(plans, futures, n)
     if failed:
         raise ShardsFailed(
             f"{len(failed)} of {len(plans)} shards failed; re-run the same command to retry only those. "
@@ -95,8 +105,9 @@ def score_flow(config: RunConfig) -> summary.RunSummary:
         )
     skipped = sum(r.skipped for r in results)
     outputs = [o for m in config.models for o in scorer_info(m).outputs]
+    files = [r.path for r in results] + ([carried.carried_path] if carried and carried.carried_path else [])
     result = summarise_task(
-        [r.path for r in results], outputs, layout.run_id, layout.results_dir, skipped, time.perf_counter() - t0
+        files, outputs, layout.run_id, layout.results_dir, skipped, time.perf_counter() - t0
     )
     summary.write_summary(result, layout.summary)
     log.info("run %s: %d images, %d errors, results in %s", layout.run_id, result.images, result.errors,
@@ -104,18 +115,73 @@ def score_flow(config: RunConfig) -> summary.RunSummary:
     report = None
     try:
         if config.gates:  # relative rules, collection gates and routing need the whole run
-            report = gate_flow(layout.results_dir, config.gates, None, config.apply_routing)
-    finally:  # a run whose collection gates failed is recorded too
+            report = gate_flow(layout.results_dir, config.gates, config.baseline, config.apply_routing)
+    finally:  # a run whose collection gates failed is reported and recorded too
+        if config.align != "none" or config.heatmap_below is not None:
+            _print_report(layout, config.heatmap_below)
+        html = _report(layout)
         if config.track:
-            _track(config, result, report)
+            _track(config, result, report, html)
     return result
 
 
-def _track(config: RunConfig, result: summary.RunSummary, report: Any) -> None:
+def _domain(config: RunConfig, layout: RunLayout) -> score_domain.DomainSettings:
+    return score_domain.DomainSettings(
+        volume_slices=config.volume_slices, volume_reduce=config.volume_reduce, phi_safe=config.phi_safe,
+        phi_key_home=config.out, align=config.align, heatmap_below=config.heatmap_below,
+        heatmap_dir=layout.heatmaps if config.heatmap_below is not None else None,
+    )
+
+
+def _print_report(layout: RunLayout, heatmap_below: float | None) -> None:
+    """The print job's page report (pass/fail per page, worst pages with heatmaps); a failure only warns."""
+    try:
+        path = print_report.write_print_report(layout.results_dir, join(layout.root, print_report.REPORT_NAME),
+                                               heatmap_below)
+        get_run_logger().info("run %s: print job report in %s", layout.run_id, path)
+    except Exception as exc:
+        get_run_logger().warning("run %s: no print job report (%s: %s)", layout.run_id, type(exc).__name__, exc)
+
+
+def _report(layout: RunLayout) -> str | None:
+    """Write OUT/runs/RUN_ID/report.html; the results are committed, so a report failure only warns."""
+    try:
+        return report_task(layout.results_dir, html_report.report_path(layout.root))
+    except Exception as exc:
+        get_run_logger().warning("run %s: no HTML report (%s: %s). Fix: run `iqaflow report %s` to see why",
+                                 layout.run_id, type(exc).__name__, exc, layout.root)
+        return None
+
+
+def _collect(plans: list[plan.ShardPlan], futures: list[Any], images: int) -> tuple[list[score.ShardResult], list[str]]:
+    """Wait for every shard in completion order, reporting progress; failures are collected, not raised."""
+    by_future = {id(f): p for f, p in zip(futures, plans, strict=True)}
+    results: list[score.ShardResult] = []
+    failed: list[str] = []
+    progress.reporter().start(images, len(plans))
+    try:
+        for fut in as_completed(futures):
+            p = by_future[id(fut)]
+            try:
+                res = fut.result()
+                results.append(res)
+                progress.reporter().shard_done(res.rows, res.errors, res.skipped)
+            except Exception as exc:
+                failed.append(f"shard {p.index} ({p.shard_id}): {type(exc).__name__}: {exc}")
+                progress.reporter().shard_done(p.size, p.size, False)
+    finally:
+        progress.reporter().stop()
+    results.sort(key=lambda r: r.index)
+    return results, failed
+
+
+def _track(config: RunConfig, result: summary.RunSummary, report: Any, html: str | None = None) -> None:
     """Record the run in MLflow. The results are committed by now, so a tracking failure only warns."""
     log = get_run_logger()
     decisions = dict(report.decisions.counts) if report is not None else None
     artifacts = {"gates": report.report_file} if report is not None else None
+    if html is not None:
+        artifacts = {**(artifacts or {}), "report": html}
     try:
         run_id = track_task(config, result, decisions, artifacts)
         log.info("run %s recorded in MLflow run %s", result.run_id, run_id)
@@ -124,6 +190,31 @@ def _track(config: RunConfig, result: summary.RunSummary, report: Any) -> None:
                     "track: false", result.run_id, type(exc).__name__, exc)
 
 
+def share_api_with_workers() -> str:
+    """Point Dask worker processes at this process's Prefect API.
+
+    Without it, every worker process of a local cluster starts an ephemeral API server of its
+    own (seconds each, competing for one database) and leaves it orphaned if the nanny kills
+    the worker. Workers inherit the environment, so exporting the URL before the cluster
+    starts is enough. Workers of an external cluster need PREFECT_API_URL set where they run.
+    """
+    url = os.environ.get("PREFECT_API_URL")
+    if url:
+        return url
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        from prefect.server.api.server import SubprocessASGIServer
+
+        server = SubprocessASGIServer()
+        server.start(timeout=120)  # generous: a loaded 2-core machine takes a while
+        url = server.api_url
+    os.environ["PREFECT_API_URL"] = url
+    return url
+
+
 def run_score(config: RunConfig) -> summary.RunSummary:
     """Run the flow with the Dask task runner the config asks for."""
+    share_api_with_workers()
     return score_flow.with_options(task_runner=task_runner_for(config))(config)

@@ -39,6 +39,8 @@ _BUILTIN_MODULES: tuple[str, ...] = (
     "iqaflow.models.nss",
     "iqaflow.models.deep_zoo",
     "iqaflow.models.classical_fr",
+    "iqaflow.models.medical",
+    "iqaflow.models.print_defects",
 )
 
 

@@ -39,6 +39,16 @@ class Col:
     READ_MS = "read_ms"
     DECODE_MS = "decode_ms"
     SCORE_MS = "score_ms"
+    # Medical files (DICOM, NIfTI): attributes that do not identify a patient; null for other images.
+    MODALITY = "modality"  # DICOM (0008,0060), e.g. MR, CT; "NIfTI" volumes carry none
+    PHOTOMETRIC = "photometric"  # DICOM photometric interpretation, e.g. MONOCHROME1, RGB
+    FRAMES = "frames"  # frames (DICOM) or slices (NIfTI) in the file; 1 for a plain image
+    # Print audits: registration of the scan to its master (null when the run does not align).
+    ALIGN_INLIERS = "align_inliers"  # feature matches consistent with the homography
+    ALIGN_RMSE = "align_rmse"  # RANSAC reprojection error of the inliers, master pixels
+    ALIGN_CORRELATION = "align_correlation"  # ECC correlation coefficient after refinement
+    ALIGN_OVERLAP = "align_overlap"  # fraction of the master's area covered by the scan
+    HEATMAP_URI = "heatmap_uri"  # PNG of the local-SSIM defect map, written for pages below the threshold
     GATE_STATUS = "gate_status"  # present when the run has a gate file (iqaflow.schemas.gates)
     GATE_REASONS = "gate_reasons"
 
@@ -71,6 +81,8 @@ class ErrorCode(str, Enum):
     REFERENCE_ERROR = "REFERENCE_ERROR"  # the reference exists but cannot be read or decoded
     SIZE_MISMATCH = "SIZE_MISMATCH"  # image and reference differ in size (no registration yet)
     SCORE_ERROR = "SCORE_ERROR"
+    REGISTRATION_FAILED = "REGISTRATION_FAILED"  # the scan could not be aligned to its master
+    PHI_IN_PATH = "PHI_IN_PATH"  # a DICOM's path holds its patient's name or ID (file names need de-identifying)
 
 
 MANIFEST_SCHEMA = pa.schema(
@@ -102,6 +114,14 @@ _BASE_FIELDS: tuple[pa.Field, ...] = (
     pa.field(Col.READ_MS, pa.float32()),
     pa.field(Col.DECODE_MS, pa.float32()),
     pa.field(Col.SCORE_MS, pa.float32()),
+    pa.field(Col.MODALITY, pa.string()),
+    pa.field(Col.PHOTOMETRIC, pa.string()),
+    pa.field(Col.FRAMES, pa.int32()),
+    pa.field(Col.ALIGN_INLIERS, pa.int32()),
+    pa.field(Col.ALIGN_RMSE, pa.float32()),
+    pa.field(Col.ALIGN_CORRELATION, pa.float32()),
+    pa.field(Col.ALIGN_OVERLAP, pa.float32()),
+    pa.field(Col.HEATMAP_URI, pa.string()),
 )
 
 BASE_COLUMNS: frozenset[str] = frozenset(f.name for f in _BASE_FIELDS)

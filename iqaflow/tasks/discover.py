@@ -36,12 +36,34 @@ def _etag(info: dict[str, Any]) -> str | None:
     return str(value).strip('"') if value else None
 
 
+SNIFF_BYTES = 4096  # enough for DICOM's preamble + magic and a gzipped NIfTI header
+
+
+def no_extension(name: str) -> bool:
+    """A name without an extension, or whose "extension" is digits (UID-named DICOM files: 1.2.840.1134)."""
+    if name.startswith(".") or name.upper() == "DICOMDIR":  # hidden files; DICOMDIR indexes hold no pixels
+        return False
+    return "." not in name or name.rsplit(".", 1)[1].isdigit()
+
+
+def _sniffs_medical(fs: Any, path: str) -> bool:
+    from iqaflow.tasks.decode import sniff_medical
+
+    try:
+        with fs.open(path, "rb") as fh:
+            return sniff_medical(fh.read(SNIFF_BYTES)) is not None
+    except OSError:
+        return False
+
+
 def iter_listing(
-    source: str, extensions: list[str], recursive: bool = True, references: ReferenceMatcher | None = None
+    source: str, extensions: list[str], recursive: bool = True, references: ReferenceMatcher | None = None,
+    sniff_extensionless: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Yield manifest rows for every file under ``source`` with one of ``extensions`` (case-insensitive).
 
-    With ``references``, each row's reference URI is the file at the same relative path there.
+    With ``references``, each row's reference URI is the file at the same relative path there. With
+    ``sniff_extensionless``, files without an extension are listed too when they start like DICOM or NIfTI.
     """
     fs, root = open_fs(source)
     if not fs.exists(root):
@@ -62,7 +84,11 @@ def iter_listing(
         for name in sorted(files):
             info = files[name]
             path = info["name"]
-            if not path.lower().endswith(exts) or info.get("type") == "directory":
+            if info.get("type") == "directory":
+                continue
+            if not path.lower().endswith(exts) and not (
+                sniff_extensionless and no_extension(name.rsplit("/", 1)[-1]) and _sniffs_medical(fs, path)
+            ):
                 continue
             rel = relative_to(root, path) if references is not None else None
             yield {
@@ -103,7 +129,7 @@ def _read_manifest_file(source: str, reference_root: str | None = None, need_ref
 
 def write_manifest(
     source: str, manifest_path: str, shard_size: int, extensions: list[str], recursive: bool = True,
-    reference_root: str | None = None, need_references: bool = False,
+    reference_root: str | None = None, need_references: bool = False, sniff_extensionless: bool = False,
 ) -> int:
     """Write the manifest for ``source``; returns the number of images. Empty sources are an error.
 
@@ -121,7 +147,7 @@ def write_manifest(
         else:
             buffer: list[dict[str, Any]] = []
             matcher = ReferenceMatcher(reference_root, extensions) if reference_root is not None else None
-            for row in iter_listing(source, extensions, recursive, matcher):
+            for row in iter_listing(source, extensions, recursive, matcher, sniff_extensionless):
                 buffer.append(row)
                 if len(buffer) == shard_size:
                     writer.write_table(pa.Table.from_pylist(buffer, MANIFEST_SCHEMA), row_group_size=shard_size)

@@ -40,5 +40,9 @@ class RunLayout:
         return join(self.root, "summary.json")
 
     @property
+    def heatmaps(self) -> str:
+        return join(self.root, "heatmaps")
+
+    @property
     def config_file(self) -> str:
         return join(self.root, "config.json")

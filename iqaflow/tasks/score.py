@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import TypeVar
@@ -30,6 +32,15 @@ from iqaflow.tasks.decide import apply_image_gates
 from iqaflow.tasks.decode import Decoded, DecodeFailure, decode
 from iqaflow.tasks.plan import ShardPlan, read_shard_members
 from iqaflow.tasks.read import Fetched, prefetch
+from iqaflow.tasks.score_domain import (
+    AlignInfo,
+    DomainSettings,
+    align_row,
+    medical_image_id,
+    phi_in_path,
+    score_slices,
+    write_heatmaps,
+)
 from iqaflow.tasks.storage import atomic_write, open_fs
 
 log = logging.getLogger(__name__)
@@ -45,6 +56,7 @@ class ScoreSettings:
     allow_download: bool = False
     gates: GateFile | None = None  # per-image rules applied as the shard is written (bound to the run's columns)
     registry_uri: str | None = None  # MLflow registry for mlflow:models:/ scorers (workers resolve them too)
+    domain: DomainSettings = field(default_factory=DomainSettings)  # volumes, PHI, registration, heatmaps
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,16 @@ class ShardResult:
 
 
 _FREED = np.empty((0, 0), dtype=np.uint8)
+_DECODE_POOL: ThreadPoolExecutor | None = None
+
+
+def _decode_pool() -> ThreadPoolExecutor:
+    """One decode pool per worker process, sized to the cores a worker can use."""
+    global _DECODE_POOL
+    if _DECODE_POOL is None:
+        n = int(os.environ.get("IQAFLOW_DECODE_THREADS", "0")) or min(8, len(os.sched_getaffinity(0)))
+        _DECODE_POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="iqaflow-decode")
+    return _DECODE_POOL
 
 # One instance per (scorer, device) per worker process: weights load once, reused across shards.
 _SCORERS: dict[tuple[str, str], Scorer] = {}
@@ -93,6 +115,9 @@ class _Row:
     ref_fetched: Fetched | None = None
     ref_pixels: np.ndarray | None = None  # set only when the reference decoded and its size matches
     ref_converted: dict[str, np.ndarray] = field(default_factory=dict)
+    domain: DomainSettings = field(default_factory=DomainSettings)
+    align: AlignInfo | None = None
+    heatmap_uri: str | None = None
 
     def fail(self, code: ErrorCode, message: str) -> None:
         if self.error_code is None:  # the first failure is the cause
@@ -105,9 +130,12 @@ def _decode_row(row: _Row) -> None:
         return
     t0 = time.perf_counter()
     try:
-        row.decoded = decode(row.fetched.data or b"")
+        row.decoded = decode(row.fetched.data or b"", row.domain.volume_slices)
     except DecodeFailure as exc:
         row.fail(exc.code, exc.message)
+    if phi_in_path(row.uri, row.decoded, row.domain):
+        row.fail(ErrorCode.PHI_IN_PATH, "the file's path holds its patient's name or ID (from the DICOM header). "
+                 "Fix: de-identify file names before intake, e.g. name files by a pseudonym")
     if row.decoded is not None and row.needs_reference:
         _decode_reference(row)
     row.decode_ms = (time.perf_counter() - t0) * 1e3
@@ -132,9 +160,13 @@ def _decode_reference(row: _Row) -> None:
     img = row.decoded
     if img is None:
         return
+    if row.domain.align != "none":
+        align_row(row, decoded.pixels, row.domain)
+        return
     if (decoded.width, decoded.height) != (img.width, img.height):
         row.fail(ErrorCode.SIZE_MISMATCH, f"image is {img.width}x{img.height} but {where} is "
-                 f"{decoded.width}x{decoded.height}; FR scores need the same size (scans are not registered yet)")
+                 f"{decoded.width}x{decoded.height}; FR scores need the same size. Fix: set align (ecc) to register "
+                 "scans to their masters")
         return
     row.ref_pixels = decoded.pixels
 
@@ -243,13 +275,26 @@ def _fetch_pairs(
         yield img, ref, (next(stream) if ref else None)
 
 
+def _row_id(r: _Row) -> str:
+    return medical_image_id(r.uri, r.decoded, r.domain) or image_id(r.uri)
+
+
 def _to_table(rows: list[_Row], outputs: list[str], sid: str) -> pa.Table:
     schema = results_schema(outputs)
     cols: dict[str, list] = {f.name: [] for f in schema}
     for r in rows:
         d = r.decoded
         data = r.fetched.data
-        cols[Col.IMAGE_ID].append(image_id(r.uri))
+        med = d.medical if d else None
+        cols[Col.IMAGE_ID].append(_row_id(r))
+        cols[Col.MODALITY].append(med.modality if med else None)
+        cols[Col.PHOTOMETRIC].append(med.photometric if med else None)
+        cols[Col.FRAMES].append(d.n_frames if d else None)
+        cols[Col.ALIGN_INLIERS].append(r.align.inliers if r.align else None)
+        cols[Col.ALIGN_RMSE].append(r.align.rmse if r.align else None)
+        cols[Col.ALIGN_CORRELATION].append(r.align.correlation if r.align else None)
+        cols[Col.ALIGN_OVERLAP].append(r.align.overlap if r.align else None)
+        cols[Col.HEATMAP_URI].append(r.heatmap_uri)
         cols[Col.URI].append(r.uri)
         cols[Col.REFERENCE_URI].append(r.reference_uri)
         cols[Col.BYTES].append(len(data) if data is not None else None)
@@ -274,20 +319,25 @@ def _to_table(rows: list[_Row], outputs: list[str], sid: str) -> pa.Table:
 
 def score_members(
     uris: Sequence[str], references: Sequence[str | None], scorers: Sequence[Scorer], sid: str,
-    batch_size: int = 32, window: int = 8,
+    batch_size: int = 32, window: int = 8, domain: DomainSettings | None = None,
 ) -> pa.Table:
     """Score a list of images into a results table (one row per input, in input order)."""
+    domain = domain or DomainSettings()
     outputs = [o for s in scorers for o in s.info.outputs]
     rows: list[_Row] = []
     with_references = any(s.info.kind == "fr" for s in scorers)
     for chunk in _batched(_fetch_pairs(uris, references, window, with_references), batch_size):
-        batch = [_Row(f.uri, ref, f, needs_reference=with_references, ref_fetched=rf) for f, ref, rf in chunk]
-        for r in batch:
-            _decode_row(r)
+        batch = [_Row(f.uri, ref, f, needs_reference=with_references, ref_fetched=rf, domain=domain)
+                 for f, ref, rf in chunk]
+        # PIL and OpenCV release the GIL while decoding, so threads decode in parallel.
+        list(_decode_pool().map(_decode_row, batch))
         _score_batch(batch, scorers)
+        score_slices(batch, scorers, domain)
+        write_heatmaps(batch, [_row_id(r) for r in batch], domain)
         for r in batch:
             if r.decoded is not None:
                 r.decoded.pixels = _FREED  # keep the metadata, free the pixels once the batch is scored
+                r.decoded.frames = None
             r.ref_fetched, r.ref_pixels, r.ref_converted = None, None, {}
         rows.extend(batch)
     return _to_table(rows, outputs, sid)
@@ -309,7 +359,7 @@ def score_shard(plan: ShardPlan, settings: ScoreSettings) -> ShardResult:
     scorers = load_scorers(settings.models, resolve_device(settings.device))
     table = score_members(
         members[Col.URI], members[Col.REFERENCE_URI], scorers, plan.shard_id,
-        settings.batch_size, settings.prefetch,
+        settings.batch_size, settings.prefetch, settings.domain,
     )
     if settings.gates is not None:
         table = apply_image_gates(table, settings.gates)

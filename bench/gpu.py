@@ -1,0 +1,127 @@
+"""GPU path: a deep NR scorer's images/s through iqaflow's shard loop vs its forward pass alone.
+
+    python bench/gpu.py --model kang --n 1024 --size 512 [--json bench/gpu.json]
+
+(a) forward only: the network on pre-decoded, pre-processed tensors already on the GPU
+(b) shard loop: ``score_members`` (the work each Dask worker does per shard: read-ahead,
+    JPEG decode, colour conversion, batching, AMP inference) on JPEG files
+(c) shard loop with GPU JPEG decode (torchvision nvjpeg, batched) where available
+Goal: (b)/(a) >= 0.8, i.e. loading is not the bottleneck. Prefect/Dask orchestration adds a
+per-shard constant on top (seconds per thousands of images), measured by bench/run.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def make_jpegs(folder: Path, n: int, size: int) -> list[str]:
+    import cv2
+
+    from iqaflow import synth
+
+    folder.mkdir(parents=True, exist_ok=True)
+    crops = synth.random_crops(synth.skimage_images(), 32, 10_000, seed=0)
+    bases = [cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA) for _, img in crops]
+    paths = []
+    for i in range(n):
+        p = folder / f"{i:05d}.jpg"
+        if not p.exists():
+            p.write_bytes(synth.jpeg_bytes(bases[i % len(bases)], 90))
+        paths.append(str(p))
+    return paths
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="kang")
+    ap.add_argument("--n", type=int, default=1024)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--window", type=int, default=32, help="read-ahead per shard")
+    ap.add_argument("--workdir", default="/tmp/iqaflow-gpu-bench")
+    ap.add_argument("--json", default="bench/gpu.json")
+    args = ap.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    from iqaflow.models.colour import convert
+    from iqaflow.models.registry import get_scorer_class
+    from iqaflow.models.weights import configure_store, get_store
+    from iqaflow.tasks.decode import decode
+    from iqaflow.tasks.score import score_members
+
+    paths = make_jpegs(Path(args.workdir), args.n, args.size)
+    with tempfile.TemporaryDirectory() as tmp:
+        configure_store(tmp)
+        cls = get_scorer_class(args.model)
+        cls.make_test_weights(get_store(), seed=0)
+        scorer = cls()
+        scorer.setup(device)
+
+        # (a) forward only, on tensors prepared exactly as the scorer prepares them.
+        imgs = [convert(decode(Path(p).read_bytes()).pixels, cls.info.colour) for p in paths[: args.batch]]
+        with torch.inference_mode():
+            prepared = torch.cat([scorer.prepare(scorer._tensor(i)) for i in imgs]).to(device)
+        per_image = prepared.shape[0] // len(imgs)
+        scorer._forward(prepared)  # warm-up
+        sync()
+        reps = max(1, args.n // args.batch)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            scorer._forward(prepared)
+        sync()
+        forward_img_s = reps * len(imgs) / (time.perf_counter() - t0)
+
+        # (b) the shard loop on files.
+        score_members(paths[: args.batch], [None] * args.batch, [scorer], "warm", args.batch, args.window)
+        sync()
+        t0 = time.perf_counter()
+        table = score_members(paths, [None] * len(paths), [scorer], "bench", args.batch, args.window)
+        sync()
+        shard_img_s = len(paths) / (time.perf_counter() - t0)
+        assert table.num_rows == len(paths)
+
+        # (c) nvjpeg batched decode alone, for reference against PIL decode.
+        gpu_decode_img_s = None
+        if device == "cuda":
+            from torchvision.io import decode_jpeg
+
+            datas = [torch.frombuffer(bytearray(Path(p).read_bytes()), dtype=torch.uint8) for p in paths]
+            decode_jpeg(datas[: args.batch], device="cuda")
+            sync()
+            t0 = time.perf_counter()
+            for i in range(0, len(datas), args.batch):
+                decode_jpeg(datas[i : i + args.batch], device="cuda")
+            sync()
+            gpu_decode_img_s = len(datas) / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for p in paths[:256]:
+            decode(Path(p).read_bytes())
+        cpu_decode_img_s = min(256, len(paths)) / (time.perf_counter() - t0)
+
+    row = {
+        "model": args.model, "device": device, "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
+        "torch": torch.__version__, "n": len(paths), "size": args.size, "batch": args.batch,
+        "patches_per_image": per_image, "forward_only_img_s": forward_img_s, "shard_loop_img_s": shard_img_s,
+        "shard_vs_forward": shard_img_s / forward_img_s, "cpu_decode_img_s_1thread": cpu_decode_img_s,
+        "gpu_nvjpeg_decode_img_s": gpu_decode_img_s,
+    }
+    Path(args.json).write_text(json.dumps(row, indent=2))
+    print(json.dumps(row, indent=2))
+
+
+if __name__ == "__main__":
+    _ = np
+    main()

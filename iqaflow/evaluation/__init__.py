@@ -1,0 +1,1 @@
+"""Evaluation maths (pure): agreement with human scores and the synthetic distortion benchmark."""
