@@ -25,7 +25,7 @@ from iqaflow.schemas.results import Col
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
-BUCKET = "intake"
+BUCKET = "it-intake"  # unique per test module: the moto server is shared by the session
 
 
 @pytest.fixture(scope="module")
