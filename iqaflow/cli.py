@@ -43,6 +43,8 @@ Examples:
 def _quiet_prefect(verbose: bool) -> None:
     # Prefect reads its settings at import; keep its per-task console lines out of the CLI output.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+    # The API server would try to send usage telemetry: there may be no network, and it is not ours to send.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if verbose:
         os.environ["IQAFLOW_VERBOSE"] = "1"
     logging.getLogger("distributed").setLevel(logging.INFO if verbose else logging.ERROR)
