@@ -247,6 +247,16 @@ def _register_ml_commands() -> None:
 _register_ml_commands()
 
 
+def _register_default_nr_commands() -> None:
+    from iqaflow import cli_default_nr as d
+
+    app.command("train-default", epilog=d.TRAIN_DEFAULT_EXAMPLES)(d.train_default)
+    app.command("evaluate-default", epilog=d.EVALUATE_DEFAULT_EXAMPLES)(d.evaluate_default)
+
+
+_register_default_nr_commands()
+
+
 def _register_ops_commands() -> None:
     from iqaflow.cli_ops import register
 

@@ -38,6 +38,17 @@ def _default_uri(given: str | None) -> str:
     return uri or f"sqlite:///{(Path('mlruns').resolve() / 'mlflow.db').as_posix()}"
 
 
+def _is_default_nr_recipe(config: Path) -> bool:
+    """The default NR recipe has ``model`` and ``pretrain`` sections; a train config has neither."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(config.read_text())
+    except (OSError, yaml.YAMLError):
+        return False  # load_train_config reports it with the field and the fix
+    return isinstance(data, dict) and "model" in data and "pretrain" in data
+
+
 def train(
     name: Annotated[str | None, typer.Option(help="Registered model name")] = None,
     pristine: Annotated[str | None, typer.Option(help="Folder of pristine images (ranking pre-training)")] = None,
@@ -52,8 +63,14 @@ def train(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="Train config YAML")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect logs")] = False,
 ) -> None:
-    """Train a quality model (RankIQA pre-training, MOS fine-tuning), log it to MLflow and register it."""
+    """Train a quality model (RankIQA pre-training, MOS fine-tuning), log it to MLflow and register it.
+    With the default NR scorer's recipe (configs/default_nr.yaml) as --config: rebuild iqaflow_nr's weights."""
     from iqaflow.cli import _quiet_prefect, console
+
+    if config is not None and _is_default_nr_recipe(config):
+        from iqaflow.cli_default_nr import train_default
+
+        return train_default(config=config, verbose=verbose)
 
     _quiet_prefect(verbose)
     from iqaflow.train_config import load_train_config
@@ -79,7 +96,7 @@ def train(
 
 
 def evaluate(
-    models: Annotated[str, typer.Option(help="Comma-separated scorer names (mlflow:models:/NAME/V too)")],
+    models: Annotated[str | None, typer.Option(help="Comma-separated scorer names (mlflow:models:/NAME/V too)")] = None,
     mos: Annotated[str | None, typer.Option(help="CSV with path (or image), mos [, reference]")] = None,
     images: Annotated[str | None, typer.Option(help="Folder the CSV paths are relative to")] = None,
     synthetic: Annotated[str | None, typer.Option(help="Folder of pristine images: the synthetic benchmark")] = None,
@@ -91,6 +108,8 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap and the synthetic distortions")] = 0,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI [default: ./mlruns/mlflow.db]")] = None,
     track: Annotated[bool, typer.Option(help="Log the results to MLflow")] = True,
+    cv: Annotated[Path | None, typer.Option(help="Default NR recipe YAML: k-fold CV of iqaflow_nr vs NIQE, BRISQUE, "
+                                            "Laplacian (as evaluate-default)")] = None,
 ) -> None:
     """Scorers against human scores (SRCC, PLCC, KRCC, RMSE + CIs), 2AFC pairs, or the synthetic benchmark."""
     from iqaflow.cli import console
@@ -99,6 +118,12 @@ def evaluate(
     from iqaflow.models.registry import set_model_registry_uri
     from iqaflow.tasks import evaluate as ev
 
+    if cv is not None:  # the default NR scorer's recipe, cross-validated (iqaflow.cli_default_nr)
+        from iqaflow.cli_default_nr import evaluate_default
+
+        return evaluate_default(config=cv)
+    if models is None:
+        raise ConfigError("evaluate: expected --models (or --cv RECIPE). Fix: pass comma-separated scorer names")
     if sum(x is not None for x in (mos, synthetic, pairs)) != 1:
         raise ConfigError("evaluate: expected exactly one of --mos, --synthetic, --pairs. Fix: pass one of them")
     names = [m.strip() for m in models.split(",") if m.strip()]

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from iqaflow.errors import ConfigError, UnknownScorerError
 from iqaflow.schemas.results import SCHEMA_VERSION
 
-DEFAULT_MODELS = ["sharpness", "exposure", "noise"]
+DEFAULT_MODELS = ["iqaflow_nr", "sharpness", "exposure", "noise"]
 MEDICAL_EXTENSIONS = [".dcm", ".nii", ".nii.gz"]
 DEFAULT_EXTENSIONS = [".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".ppm", ".pgm", ".heic",
                       ".heif", *MEDICAL_EXTENSIONS]

@@ -84,6 +84,17 @@ GRADED_BY_NAME: dict[str, GradedDistortion] = {d.name: d for d in GRADED}
 N_LEVELS = 5
 
 
+def validate_names(value: list[str]) -> list[str]:
+    """A pydantic field validator's body: unknown names raise ValueError with the catalogue's names."""
+    from iqaflow.errors import ConfigError
+
+    try:
+        select(value)
+    except ConfigError as exc:
+        raise ValueError(str(exc).removeprefix("distortions: ")) from None
+    return value
+
+
 def select(names: Sequence[str] | None) -> tuple[GradedDistortion, ...]:
     """The catalogue entries named (all when ``names`` is empty or None); unknown names are errors."""
     from iqaflow.errors import ConfigError

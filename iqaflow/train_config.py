@@ -54,13 +54,9 @@ class TrainConfig(BaseModel):
     @field_validator("distortions")
     @classmethod
     def _known(cls, value: list[str]) -> list[str]:
-        from iqaflow.distortions import select
+        from iqaflow.distortions import validate_names
 
-        try:
-            select(value)
-        except ConfigError as exc:
-            raise ValueError(str(exc).removeprefix("distortions: ")) from None
-        return value
+        return validate_names(value)
 
     @model_validator(mode="after")
     def _has_data(self) -> TrainConfig:

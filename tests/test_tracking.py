@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from iqaflow.config import build_config
+from iqaflow.config import DEFAULT_MODELS, build_config
 from iqaflow.tasks.track import redact_uri, scoring_params
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -35,7 +35,7 @@ def test_params_carry_no_credentials(tmp_path: Path) -> None:
     for secret in ("AKIAXXX", "s3cr3t", "t0k3n", "hunter2", "bob"):
         assert secret not in text, secret
     assert params["config.source"] == "s3://bucket/photos"
-    assert params["config.models"] == "sharpness,exposure,noise"
+    assert params["config.models"] == ",".join(DEFAULT_MODELS)
     assert params["fingerprint"] == cfg.fingerprint()
     assert params["scorer.noise"].startswith("nr lower-is-better")
 
@@ -57,7 +57,7 @@ def _check_run(client, summary, experiment: str = "iqaflow") -> str:  # noqa: AN
     assert m["images"] == summary.images == 31 and m["errors"] == 3 and m["errors.EMPTY_FILE"] == 1
     assert m["score.sharpness.p50"] == pytest.approx(summary.scores["sharpness"].p50)
     assert m["images_per_second"] > 0
-    assert p["config.models"] == "sharpness,exposure,noise" and len(p["fingerprint"]) == 16
+    assert p["config.models"] == ",".join(DEFAULT_MODELS) and len(p["fingerprint"]) == 16
     files = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.json", "summary.json", "plots"} <= files
     assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/score_histograms.png"]
