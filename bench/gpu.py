@@ -3,9 +3,12 @@
     python bench/gpu.py --model kang --n 1024 --size 512 [--json bench/gpu.json]
 
 (a) forward only: the network on pre-decoded, pre-processed tensors already on the GPU
-(b) shard loop: ``score_members`` (the work each Dask worker does per shard: read-ahead,
-    JPEG decode, colour conversion, batching, AMP inference) on JPEG files
-(c) shard loop with GPU JPEG decode (torchvision nvjpeg, batched) where available
+(b) shard loop: ``score_members`` as each Dask worker runs it per shard (read-ahead, decode,
+    batching, AMP inference) with default settings: on CUDA the tensor path (iqaflow.tasks.
+    decode_gpu: batched nvJPEG decode straight to device tensors, TorchScorer.score_tensors)
+(c) nvJPEG batched decode alone, against Pillow decode on one thread
+(d) the shard loop on the CPU decode path (gpu_decode=False: Pillow in a thread pool, numpy ->
+    tensor copies), i.e. what (b) measured before the tensor path; (b)/(d) is its gain
 Goal: (b)/(a) >= 0.8, i.e. loading is not the bottleneck. Prefect/Dask orchestration adds a
 per-shard constant on top (seconds per thousands of images), measured by bench/run.py.
 """
@@ -60,6 +63,7 @@ def main() -> None:
     from iqaflow.models.registry import get_scorer_class
     from iqaflow.models.weights import configure_store, get_store
     from iqaflow.tasks.decode import decode
+    from iqaflow.tasks.decode_gpu import TensorPath
     from iqaflow.tasks.score import score_members
 
     paths = make_jpegs(Path(args.workdir), args.n, args.size)
@@ -84,14 +88,21 @@ def main() -> None:
         sync()
         forward_img_s = reps * len(imgs) / (time.perf_counter() - t0)
 
-        # (b) the shard loop on files.
-        score_members(paths[: args.batch], [None] * args.batch, [scorer], "warm", args.batch, args.window)
-        sync()
-        t0 = time.perf_counter()
-        table = score_members(paths, [None] * len(paths), [scorer], "bench", args.batch, args.window)
-        sync()
-        shard_img_s = len(paths) / (time.perf_counter() - t0)
-        assert table.num_rows == len(paths)
+        def shard_loop(gpu_decode: bool | str) -> float:
+            score_members(paths[: args.batch], [None] * args.batch, [scorer], "warm", args.batch, args.window,
+                          gpu_decode=gpu_decode)
+            sync()
+            t0 = time.perf_counter()
+            table = score_members(paths, [None] * len(paths), [scorer], "bench", args.batch, args.window,
+                                  gpu_decode=gpu_decode)
+            sync()
+            assert table.num_rows == len(paths) and table["status"].to_pylist().count("ok") == len(paths)
+            return len(paths) / (time.perf_counter() - t0)
+
+        # (b) the shard loop on files, default settings; (d) the same on the CPU decode path.
+        tensor_path = TensorPath.for_shard("auto", [scorer]) is not None
+        shard_img_s = shard_loop("auto")
+        cpu_decode_loop_img_s = shard_loop(False)
 
         # (c) nvjpeg batched decode alone, for reference against PIL decode.
         gpu_decode_img_s = None
@@ -115,8 +126,11 @@ def main() -> None:
         "model": args.model, "device": device, "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
         "torch": torch.__version__, "n": len(paths), "size": args.size, "batch": args.batch,
         "patches_per_image": per_image, "forward_only_img_s": forward_img_s, "shard_loop_img_s": shard_img_s,
-        "shard_vs_forward": shard_img_s / forward_img_s, "cpu_decode_img_s_1thread": cpu_decode_img_s,
-        "gpu_nvjpeg_decode_img_s": gpu_decode_img_s,
+        "shard_vs_forward": shard_img_s / forward_img_s, "shard_loop_tensor_path": tensor_path,
+        "cpu_decode_shard_loop_img_s": cpu_decode_loop_img_s,
+        "cpu_decode_shard_vs_forward": cpu_decode_loop_img_s / forward_img_s,
+        "tensor_path_gain": shard_img_s / cpu_decode_loop_img_s,
+        "cpu_decode_img_s_1thread": cpu_decode_img_s, "gpu_nvjpeg_decode_img_s": gpu_decode_img_s,
     }
     Path(args.json).write_text(json.dumps(row, indent=2))
     print(json.dumps(row, indent=2))

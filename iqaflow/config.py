@@ -23,9 +23,10 @@ DEFAULT_EXTENSIONS = [".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp",
 _FIX_HINTS: dict[str, str] = {
     "shard_size": "use a positive integer; 1000-5000 images per shard suits most runs",
     "batch_size": "use a positive integer such as 32",
-    "workers": "use the number of Dask worker processes to start, e.g. 2",
+    "workers": "use the number of Dask worker processes to start, e.g. 2 (on CUDA at most one per GPU)",
     "threads_per_worker": "use a positive integer, usually 1 (scorers use their own threads)",
     "device": "use one of auto, cpu, cuda",
+    "gpu_decode": "use auto (on for CUDA workers), true (also on CPU) or false",
     "models": "list registered scorer names; `iqaflow models` shows them",
     "dask_address": "use a scheduler address such as tcp://127.0.0.1:8786, or leave it unset",
     "prefetch": "use a positive integer: how many images are read ahead per worker",
@@ -36,6 +37,8 @@ _FIX_HINTS: dict[str, str] = {
     "heatmap_below": "use a local SSIM in [-1, 1] such as 0.5, or leave it unset for no heatmaps",
     "volume_slices": "use how many slices of a volume to score, 1 for the middle slice only",
     "volume_reduce": "use mean or worst",
+    "max_decode_pixels": "use a pixel count of at least 65536 (256x256), e.g. 36000000 for 36 MP, or null to "
+    "score huge images at full size (files over the decode ceilings are TOO_LARGE either way)",
 }
 
 
@@ -49,10 +52,16 @@ class RunConfig(BaseModel):
     models: list[str] = Field(default_factory=lambda: list(DEFAULT_MODELS), min_length=1)
     shard_size: int = Field(1000, ge=1, le=1_000_000)
     batch_size: int = Field(32, ge=1, le=4096)
-    workers: int = Field(2, ge=1, le=4096)
+    workers: int | None = Field(
+        None, ge=1, le=4096, description="local Dask worker processes (default: 2 on CPU, one per visible GPU on CUDA)"
+    )
     threads_per_worker: int = Field(1, ge=1, le=256)
     dask_address: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    gpu_decode: bool | Literal["auto"] = Field(
+        "auto", description="decode plain JPEGs with torchvision straight to tensors on the scorers' device (nvJPEG "
+        "on CUDA) when every model is a deep NR scorer; auto: on CUDA only, true: also on CPU, false: never"
+    )
     prefetch: int = Field(8, ge=1, le=1024)
     extensions: list[str] = Field(default_factory=lambda: list(DEFAULT_EXTENSIONS), min_length=1)
     recursive: bool = True
@@ -81,6 +90,11 @@ class RunConfig(BaseModel):
         8, ge=1, le=512, description="volumes and multi-frame files: NR scores aggregate this many slices (1: middle)"
     )
     volume_reduce: Literal["mean", "worst"] = Field("mean", description="how per-slice NR scores aggregate")
+    max_decode_pixels: int | None = Field(  # default = iqaflow.tasks.decode.DEFAULT_MAX_PIXELS (not imported: PIL)
+        36_000_000, ge=65_536, description="photos with more pixels are downscaled (aspect kept, area averaging; JPEG "
+        "at reduced size while decoding) to at most this many before scoring; results keep the original width and "
+        "height and record decode_scale; null: score at full size"
+    )
     phi_safe: bool = Field(
         True, description="medical files: ids are keyed hashes (HMAC of SOPInstanceUID and path, key from "
         "$IQAFLOW_PHI_KEY or <out>/phi.key) and a path holding its patient's name or ID is a PHI_IN_PATH error"
@@ -223,7 +237,7 @@ class RunConfig(BaseModel):
         if self.reference_root is not None:  # only when set, so runs without references keep their shard ids
             payload["reference_root"] = self.reference_root
         defaults = type(self).model_fields
-        for key in ("align", "volume_slices", "volume_reduce", "phi_safe"):  # likewise: only when changed
+        for key in ("align", "volume_slices", "volume_reduce", "phi_safe", "max_decode_pixels"):  # only when changed
             if getattr(self, key) != defaults[key].default:
                 payload[key] = getattr(self, key)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

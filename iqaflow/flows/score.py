@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from typing import Any
@@ -15,6 +14,7 @@ from prefect_dask import DaskTaskRunner
 from iqaflow.config import RunConfig
 from iqaflow.errors import ConfigError, IqaflowError
 from iqaflow.flows import progress
+from iqaflow.flows.cluster import cluster_for
 from iqaflow.flows.gate import gate_flow, gate_spec_task
 from iqaflow.models.registry import is_resolved_name, scorer_info
 from iqaflow.tasks import discover, incremental, plan, print_report, score, score_domain, summary, track
@@ -48,19 +48,11 @@ class ShardsFailed(IqaflowError):
 
 
 def task_runner_for(config: RunConfig) -> DaskTaskRunner:
+    """An external scheduler, else a local cluster: CPU workers, or one worker per GPU on CUDA."""
     if config.dask_address:
         return DaskTaskRunner(address=config.dask_address)
-    return DaskTaskRunner(
-        cluster_class="distributed.LocalCluster",
-        cluster_kwargs={
-            "n_workers": config.workers,
-            "threads_per_worker": config.threads_per_worker,
-            "processes": True,
-            "host": "127.0.0.1",
-            "dashboard_address": None,
-            "silence_logs": logging.ERROR,
-        },
-    )
+    choice = cluster_for(config.device, config.workers, config.threads_per_worker)
+    return DaskTaskRunner(cluster_class=choice.cluster_class, cluster_kwargs=choice.kwargs)
 
 
 @flow(name="iqaflow-score", log_prints=False)
@@ -91,7 +83,7 @@ def score_flow(config: RunConfig) -> summary.RunSummary:
     settings = score.ScoreSettings(
         tuple(config.models), config.device, config.batch_size, config.prefetch, config.weights, config.allow_download,
         gate_spec, registry_uri=config.registry_uri() if any(is_resolved_name(m) for m in config.models) else None,
-        domain=_domain(config, layout),
+        domain=_domain(config, layout), gpu_decode=config.gpu_decode, max_decode_pixels=config.max_decode_pixels,
     )
     futures = [
         score_shard_task.with_options(task_run_name=f"shard-{p.index:05d}-{p.shard_id[:8]}").submit(p, settings)

@@ -144,6 +144,25 @@ class TorchScorer(Scorer):
         t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(self.device)
         return (t.permute(2, 0, 1) if rgb else t[None])[None]
 
+    def _unit_tensor(self, image: torch.Tensor) -> torch.Tensor:
+        """Decoded uint8 ``(C, H, W)`` (C 1 or 3, any device) -> ``(1, C', H, W)`` float32 in [0, 1].
+
+        The same arithmetic as ``colour.convert`` (multiply by float32 1/255, gray replicated to RGB,
+        RGB to gray with the weights OpenCV uses), so the tensor path feeds the network the numbers
+        the numpy path would, to float rounding.
+        """
+        import torch
+
+        if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] not in (1, 3):
+            raise ValueError(
+                f"{self.info.name}: expected a decoded uint8 tensor of shape (1|3, H, W), got {tuple(image.shape)} "
+                f"{image.dtype}. Fix: pass torchvision.io.decode_jpeg output, or call score with numpy images"
+            )
+        x = image.to(self.device, non_blocking=True).float() * (1 / 255)
+        if self.info.colour == "gray":
+            return (x if x.shape[0] == 1 else x[0:1] * 0.299 + x[1:2] * 0.587 + x[2:3] * 0.114)[None]
+        return (x.repeat(3, 1, 1) if x.shape[0] == 1 else x)[None]
+
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """One image ``(1, C, H, W)`` -> the network's inputs ``(P, C, h, w)`` under ``info.size_policy``."""
         policy = self.info.size_policy
@@ -201,6 +220,21 @@ class TorchScorer(Scorer):
 
         with torch.inference_mode():
             items = [(self.prepare(self._tensor(img)),) for img in images]
+            return self._run(items).reshape(-1, 1)
+
+    def score_tensors(self, images: Sequence[torch.Tensor]) -> np.ndarray:
+        """``score`` for decoded uint8 tensors (e.g. nvJPEG output already on the GPU).
+
+        The same preprocessing, batching and AMP as ``score``, minus the host round trip: the
+        shard's tensor path (iqaflow.tasks.decode_gpu) decodes on the device and calls this.
+        """
+        if self.info.kind != "nr":
+            raise TypeError(f"{self.info.name} is an FR scorer; score_tensors takes NR images only")
+        self._check_ready()
+        import torch
+
+        with torch.inference_mode():
+            items = [(self.prepare(self._unit_tensor(t)),) for t in images]
             return self._run(items).reshape(-1, 1)
 
     def score_pairs(self, images: Sequence[Image], references: Sequence[Image]) -> np.ndarray:

@@ -49,6 +49,9 @@ class Col:
     ALIGN_CORRELATION = "align_correlation"  # ECC correlation coefficient after refinement
     ALIGN_OVERLAP = "align_overlap"  # fraction of the master's area covered by the scan
     HEATMAP_URI = "heatmap_uri"  # PNG of the local-SSIM defect map, written for pages below the threshold
+    # Scored pixels' width / the original width: 1.0, or < 1 when a huge image was downscaled to the run's
+    # max_decode_pixels before scoring (width and height stay the original size).
+    DECODE_SCALE = "decode_scale"
     GATE_STATUS = "gate_status"  # present when the run has a gate file (iqaflow.schemas.gates)
     GATE_REASONS = "gate_reasons"
 
@@ -76,7 +79,7 @@ class ErrorCode(str, Enum):
     NOT_AN_IMAGE = "NOT_AN_IMAGE"
     TRUNCATED = "TRUNCATED"
     DECODE_ERROR = "DECODE_ERROR"
-    TOO_LARGE = "TOO_LARGE"
+    TOO_LARGE = "TOO_LARGE"  # over a decode ceiling (iqaflow.tasks.decode); smaller huge images are downscaled
     REFERENCE_MISSING = "REFERENCE_MISSING"
     REFERENCE_ERROR = "REFERENCE_ERROR"  # the reference exists but cannot be read or decoded
     SIZE_MISMATCH = "SIZE_MISMATCH"  # image and reference differ in size (no registration yet)
@@ -122,6 +125,7 @@ _BASE_FIELDS: tuple[pa.Field, ...] = (
     pa.field(Col.ALIGN_CORRELATION, pa.float32()),
     pa.field(Col.ALIGN_OVERLAP, pa.float32()),
     pa.field(Col.HEATMAP_URI, pa.string()),
+    pa.field(Col.DECODE_SCALE, pa.float32()),
 )
 
 BASE_COLUMNS: frozenset[str] = frozenset(f.name for f in _BASE_FIELDS)

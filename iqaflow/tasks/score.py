@@ -29,7 +29,9 @@ from iqaflow.models.weights import configure_store
 from iqaflow.schemas.gates import GateFile
 from iqaflow.schemas.results import Col, ErrorCode, Status, results_schema
 from iqaflow.tasks.decide import apply_image_gates
-from iqaflow.tasks.decode import Decoded, DecodeFailure, decode
+from iqaflow.tasks.decode import DEFAULT_MAX_PIXELS, Decoded, DecodeFailure, decode
+from iqaflow.tasks.decode_gpu import GpuDecode, TensorPath
+from iqaflow.tasks.isolate import score_isolated
 from iqaflow.tasks.plan import ShardPlan, read_shard_members
 from iqaflow.tasks.read import Fetched, prefetch
 from iqaflow.tasks.score_domain import (
@@ -57,6 +59,8 @@ class ScoreSettings:
     gates: GateFile | None = None  # per-image rules applied as the shard is written (bound to the run's columns)
     registry_uri: str | None = None  # MLflow registry for mlflow:models:/ scorers (workers resolve them too)
     domain: DomainSettings = field(default_factory=DomainSettings)  # volumes, PHI, registration, heatmaps
+    max_decode_pixels: int | None = DEFAULT_MAX_PIXELS  # larger images are downscaled (iqaflow.tasks.decode)
+    gpu_decode: GpuDecode = "auto"  # JPEGs straight to tensors on the scorers' device (iqaflow.tasks.decode_gpu)
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,7 @@ class _Row:
     domain: DomainSettings = field(default_factory=DomainSettings)
     align: AlignInfo | None = None
     heatmap_uri: str | None = None
+    max_pixels: int | None = DEFAULT_MAX_PIXELS  # image and reference alike, so same-size pairs stay the same size
 
     def fail(self, code: ErrorCode, message: str) -> None:
         if self.error_code is None:  # the first failure is the cause
@@ -130,7 +135,7 @@ def _decode_row(row: _Row) -> None:
         return
     t0 = time.perf_counter()
     try:
-        row.decoded = decode(row.fetched.data or b"", row.domain.volume_slices)
+        row.decoded = decode(row.fetched.data or b"", row.domain.volume_slices, row.max_pixels)
     except DecodeFailure as exc:
         row.fail(exc.code, exc.message)
     if phi_in_path(row.uri, row.decoded, row.domain):
@@ -153,7 +158,7 @@ def _decode_reference(row: _Row) -> None:
         row.fail(ErrorCode.REFERENCE_MISSING if missing else ErrorCode.REFERENCE_ERROR, f"{where}: {ref.error}")
         return
     try:
-        decoded = decode(ref.data or b"")
+        decoded = decode(ref.data or b"", max_pixels=row.max_pixels)
     except DecodeFailure as exc:
         row.fail(ErrorCode.REFERENCE_ERROR, f"{where}: {exc.code.value}: {exc.message}")
         return
@@ -167,6 +172,11 @@ def _decode_reference(row: _Row) -> None:
         row.fail(ErrorCode.SIZE_MISMATCH, f"image is {img.width}x{img.height} but {where} is "
                  f"{decoded.width}x{decoded.height}; FR scores need the same size. Fix: set align (ecc) to register "
                  "scans to their masters")
+        return
+    if decoded.pixels.shape[:2] != img.pixels.shape[:2]:  # same original size is downscaled alike; never expected
+        row.fail(ErrorCode.SIZE_MISMATCH, f"image and {where} are both {img.width}x{img.height} but decoded to "
+                 f"{img.pixels.shape[1]}x{img.pixels.shape[0]} and {decoded.pixels.shape[1]}x"
+                 f"{decoded.pixels.shape[0]} pixels (downscaled to max_decode_pixels differently)")
         return
     row.ref_pixels = decoded.pixels
 
@@ -217,39 +227,14 @@ def _score_batch(rows: list[_Row], scorers: Sequence[Scorer]) -> None:
 
 
 def _apply(scorer: Scorer, pairs: list[tuple[_Row, np.ndarray]]) -> None:
-    outputs = scorer.info.outputs
-    try:
-        values = scorer.score([img for _, img in pairs])
-        for (r, _), vals in zip(pairs, values, strict=True):
-            r.scores.update(zip(outputs, (float(v) for v in vals), strict=True))
-        return
-    except Exception as exc:
-        log.warning("scorer %s failed on a batch (%s); retrying image by image", scorer.info.name, exc)
-    for r, img in pairs:  # isolate the image that breaks the scorer
-        try:
-            vals = scorer.score([img])[0]
-            r.scores.update(zip(outputs, (float(v) for v in vals), strict=True))
-        except Exception as exc:
-            r.fail(ErrorCode.SCORE_ERROR, f"{scorer.info.name}: {type(exc).__name__}: {exc}")
+    score_isolated(scorer.info.name, scorer.info.outputs, scorer.score, pairs)
 
 
 def _apply_fr(scorer: Scorer, triples: list[tuple[_Row, np.ndarray, np.ndarray]]) -> None:
-    if not triples:
-        return
-    outputs = scorer.info.outputs
-    try:
-        values = scorer.score_pairs([img for _, img, _ in triples], [ref for _, _, ref in triples])
-        for (r, _, _), vals in zip(triples, values, strict=True):
-            r.scores.update(zip(outputs, (float(v) for v in vals), strict=True))
-        return
-    except Exception as exc:
-        log.warning("scorer %s failed on a batch (%s); retrying pair by pair", scorer.info.name, exc)
-    for r, img, ref in triples:  # isolate the pair that breaks the scorer (e.g. too small for ms_ssim)
-        try:
-            vals = scorer.score_pairs([img], [ref])[0]
-            r.scores.update(zip(outputs, (float(v) for v in vals), strict=True))
-        except Exception as exc:
-            r.fail(ErrorCode.SCORE_ERROR, f"{scorer.info.name}: {type(exc).__name__}: {exc}")
+    def score(xs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        return scorer.score_pairs([img for img, _ in xs], [ref for _, ref in xs])
+
+    score_isolated(scorer.info.name, scorer.info.outputs, score, [(r, (img, ref)) for r, img, ref in triples])
 
 
 _T = TypeVar("_T")
@@ -295,6 +280,7 @@ def _to_table(rows: list[_Row], outputs: list[str], sid: str) -> pa.Table:
         cols[Col.ALIGN_CORRELATION].append(r.align.correlation if r.align else None)
         cols[Col.ALIGN_OVERLAP].append(r.align.overlap if r.align else None)
         cols[Col.HEATMAP_URI].append(r.heatmap_uri)
+        cols[Col.DECODE_SCALE].append(d.scale if d else None)
         cols[Col.URI].append(r.uri)
         cols[Col.REFERENCE_URI].append(r.reference_uri)
         cols[Col.BYTES].append(len(data) if data is not None else None)
@@ -319,19 +305,25 @@ def _to_table(rows: list[_Row], outputs: list[str], sid: str) -> pa.Table:
 
 def score_members(
     uris: Sequence[str], references: Sequence[str | None], scorers: Sequence[Scorer], sid: str,
-    batch_size: int = 32, window: int = 8, domain: DomainSettings | None = None,
+    batch_size: int = 32, window: int = 8, domain: DomainSettings | None = None, gpu_decode: GpuDecode = "auto",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> pa.Table:
-    """Score a list of images into a results table (one row per input, in input order)."""
+    """Score a list of images into a results table (one row per input, in input order).
+
+    Images of more than ``max_pixels`` pixels are scored downscaled (``decode``; None: at full size).
+    """
     domain = domain or DomainSettings()
+    tensor_path = TensorPath.for_shard(gpu_decode, scorers, domain, max_pixels)  # larger: the CPU path downscales
     outputs = [o for s in scorers for o in s.info.outputs]
     rows: list[_Row] = []
     with_references = any(s.info.kind == "fr" for s in scorers)
     for chunk in _batched(_fetch_pairs(uris, references, window, with_references), batch_size):
-        batch = [_Row(f.uri, ref, f, needs_reference=with_references, ref_fetched=rf, domain=domain)
-                 for f, ref, rf in chunk]
+        batch = [_Row(f.uri, ref, f, needs_reference=with_references, ref_fetched=rf, domain=domain,
+                      max_pixels=max_pixels) for f, ref, rf in chunk]
         # PIL and OpenCV release the GIL while decoding, so threads decode in parallel.
-        list(_decode_pool().map(_decode_row, batch))
-        _score_batch(batch, scorers)
+        rest = tensor_path.take(batch) if tensor_path else batch  # decodes and scores what it can on the device
+        list(_decode_pool().map(_decode_row, rest))
+        _score_batch(rest, scorers)
         score_slices(batch, scorers, domain)
         write_heatmaps(batch, [_row_id(r) for r in batch], domain)
         for r in batch:
@@ -359,7 +351,7 @@ def score_shard(plan: ShardPlan, settings: ScoreSettings) -> ShardResult:
     scorers = load_scorers(settings.models, resolve_device(settings.device))
     table = score_members(
         members[Col.URI], members[Col.REFERENCE_URI], scorers, plan.shard_id,
-        settings.batch_size, settings.prefetch, settings.domain,
+        settings.batch_size, settings.prefetch, settings.domain, settings.gpu_decode, settings.max_decode_pixels,
     )
     if settings.gates is not None:
         table = apply_image_gates(table, settings.gates)
