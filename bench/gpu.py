@@ -9,14 +9,18 @@
 (c) nvJPEG batched decode alone, against Pillow decode on one thread
 (d) the shard loop on the CPU decode path (gpu_decode=False: Pillow in a thread pool, numpy ->
     tensor copies), i.e. what (b) measured before the tensor path; (b)/(d) is its gain
-Goal: (b)/(a) >= 0.8, i.e. loading is not the bottleneck. Prefect/Dask orchestration adds a
-per-shard constant on top (seconds per thousands of images), measured by bench/run.py.
+(e) the full flow (Prefect + Dask, one worker per GPU) on --flow-n hard links of the same files;
+    its wall time includes starting Prefect's API and the cluster (tens of seconds)
+(f) pyiqa's inference loop for the same architecture (``metric(path)`` per file), with --pyiqa-path
+Goal: (b)/(a) and (e)/(a) >= 0.8, i.e. loading is not the bottleneck. One command on a GPU machine:
+    python bench/gpu.py --model kang --pyiqa-path /tmp/benchdeps
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -47,6 +51,43 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
+def full_flow_row(args: argparse.Namespace, paths: list[str], store: str) -> dict | None:
+    """(e) the whole flow (Prefect + Dask, one worker per GPU) on --flow-n hard links of the same files."""
+    if not args.flow_n:
+        return None
+    sys.path.insert(0, str(Path(__file__).parent))
+    import pipeline
+
+    folder = pipeline.linked_collection(Path(args.workdir) / f"flow-{args.flow_n}", [Path(p) for p in paths],
+                                        args.flow_n)
+    return pipeline.full_flow(folder, Path(args.workdir) / "flow-out", None, [args.model], 5000,
+                              device="auto", weights=store, batch_size=args.batch)
+
+
+# pyiqa's name for the same architecture. Its DBCNN and HyperIQA build ImageNet backbones that they download
+# when constructed, so offline only CNNIQA (Kang et al.'s network) can run.
+PYIQA_SAME_ARCH = {"kang": ("cnniqa", {"pretrained": None})}
+
+
+def pyiqa_loop(args: argparse.Namespace, paths: list[str], device: str) -> float | None:
+    """(f) pyiqa's inference loop for the same architecture: ``metric(path)`` per file, random weights."""
+    if not args.pyiqa_path or args.model not in PYIQA_SAME_ARCH:
+        return None
+    sys.path.append(args.pyiqa_path)
+    import pyiqa
+
+    name, kwargs = PYIQA_SAME_ARCH[args.model]
+    metric = pyiqa.create_metric(name, device=device, **kwargs)
+    n = min(len(paths), 256)
+    metric(paths[0])
+    sync()
+    t0 = time.perf_counter()
+    for p in paths[:n]:
+        metric(p)
+    sync()
+    return n / (time.perf_counter() - t0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="kang")
@@ -56,6 +97,8 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=32, help="read-ahead per shard")
     ap.add_argument("--workdir", default="/tmp/iqaflow-gpu-bench")
     ap.add_argument("--json", default="bench/gpu.json")
+    ap.add_argument("--flow-n", type=int, default=20000, help="images for (e) the full flow (hard links); 0: skip")
+    ap.add_argument("--pyiqa-path", default=None, help="side folder with pyiqa installed, for (f)")
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -122,6 +165,9 @@ def main() -> None:
             decode(Path(p).read_bytes())
         cpu_decode_img_s = min(256, len(paths)) / (time.perf_counter() - t0)
 
+        flow = full_flow_row(args, paths, tmp)
+    pyiqa_img_s = pyiqa_loop(args, paths, device)
+
     row = {
         "model": args.model, "device": device, "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
         "torch": torch.__version__, "n": len(paths), "size": args.size, "batch": args.batch,
@@ -131,6 +177,8 @@ def main() -> None:
         "cpu_decode_shard_vs_forward": cpu_decode_loop_img_s / forward_img_s,
         "tensor_path_gain": shard_img_s / cpu_decode_loop_img_s,
         "cpu_decode_img_s_1thread": cpu_decode_img_s, "gpu_nvjpeg_decode_img_s": gpu_decode_img_s,
+        "full_flow": flow, "flow_vs_forward": flow["img_s"] / forward_img_s if flow else None,
+        "pyiqa_loop_img_s": pyiqa_img_s, "shard_loop_vs_pyiqa": shard_img_s / pyiqa_img_s if pyiqa_img_s else None,
     }
     Path(args.json).write_text(json.dumps(row, indent=2))
     print(json.dumps(row, indent=2))

@@ -1,130 +1,158 @@
-"""End-to-end throughput and memory: decode-only vs plain scorer loop vs the full flow.
+"""iqaflow against what users would otherwise run, side by side in one run: one table, one JSON.
 
-    python bench/run.py --n 5000 [--workdir /tmp/iqaflow-bench] [--json bench/run.json] [--scaling]
+    python bench/run.py [--n 5000] [--big 50000] [--anchors /tmp/benchdeps] [--json bench/results/run.json]
 
-Generates N 1024x768 JPEGs once (cached in --workdir), then measures, in one run:
-  (a) decode-only loop (PIL, one process)            the physical limit on this CPU
-  (b) the full flow (Prefect + Dask, W workers)      what users run
-  (c) the same scorers in a plain loop (one process)
-  with --scaling: the full flow with 1 and 2 workers, and peak RSS of the flow process.
-Ratios (b)/(c) and (c)/(a) are per worker process so that a 2-core box compares like with like.
+On one generated collection of N 1024x768 JPEGs (bench/pipeline.py makes and caches it):
+  (a) decode-only loop: the physical limit on this CPU            } bench/pipeline.py, each in a fresh
+  (b) iqaflow's full flow, default CPU scorer set, 1 and 2 workers } single-threaded process, with its
+  (c) the same scorers in a plain loop                             } peak RSS; (b) also at --big images
+  (d) pyiqa's and piq's implementations of the metrics they share with iqaflow, on images of the
+      collection (FR metrics against a blurred + noisy copy), via bench/scorers.py
+  (e) cleanvision's issue checks (blur, dark/light, low information, odd size/aspect, near/exact
+      duplicates) on the same folder, or its first --cleanvision-n images
+pyiqa (PolyForm Noncommercial) and cleanvision are never dependencies: install them into a side folder,
+`pip install --target /tmp/benchdeps --no-deps pyiqa cleanvision imagehash tabulate PyWavelets ...`, and
+pass it as --anchors. Goals: (b) >= 0.85 x (c); (c) >= 0.5 x (a); shared classical metrics >= 20x
+pyiqa; 2 workers >= 1.8x one; flat worker memory from N to --big.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).parent))
 
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+import pipeline  # noqa: E402
 
 
-def make_images(folder: Path, n: int) -> list[Path]:
+def shared_metrics(paths: list[Path], anchors: str | None) -> list[dict[str, object]]:
+    """images/s of iqaflow, piq and pyiqa on each metric they share, one thread, same images."""
+    import cv2
+    import scorers as sb
+    import torch
+
     from iqaflow import synth
-
-    folder.mkdir(parents=True, exist_ok=True)
-    existing = sorted(folder.glob("*.jpg"))
-    if len(existing) >= n:
-        return existing[:n]
-    srcs = synth.skimage_images()
-    crops = synth.random_crops(srcs, 64, 10_000, seed=0)
-    bases = [cv2.resize(img, (1024, 768), interpolation=cv2.INTER_AREA) for _, img in crops]
-    for i in range(len(existing), n):
-        img = bases[i % len(bases)]
-        if i % 3 == 1:
-            img = synth.blur(img, 1 + i % 4)
-        elif i % 3 == 2:
-            img = synth.noise(img, 4 + i % 20, seed=i)
-        (folder / f"img{i:06d}.jpg").write_bytes(synth.jpeg_bytes(img, 90))
-    return sorted(folder.glob("*.jpg"))[:n]
-
-
-def decode_only(paths: list[Path]) -> float:
-    from iqaflow.tasks.decode import decode
-
-    t0 = time.perf_counter()
-    for p in paths:
-        decode(p.read_bytes())
-    return len(paths) / (time.perf_counter() - t0)
-
-
-def plain_loop(paths: list[Path], models: list[str]) -> float:
     from iqaflow.models.colour import convert
-    from iqaflow.models.registry import create_scorer
+    from iqaflow.models.registry import create_scorer, get_scorer_class
+    from iqaflow.models.weights import WeightsStore, configure_store, get_store
     from iqaflow.tasks.decode import decode
 
-    scorers = [create_scorer(m) for m in models]
-    t0 = time.perf_counter()
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    sb._piq_fns()
+    pyiqa = None
+    if anchors:
+        try:
+            import pyiqa  # type: ignore[no-redef]
+        except ImportError as exc:
+            print(f"pyiqa not importable from {anchors}: {exc}", file=sys.stderr)
+    store = Path("/tmp/iqaflow-bench-weights")  # speed does not depend on the parameters' values
+    configure_store(str(store))
+    for name in sb.SHARED:
+        cls = get_scorer_class(name)
+        if any(get_store().status(w) != "ready" for w in cls.info.weights):
+            cls.make_test_weights(WeightsStore(str(store)), seed=0)
+    refs = [decode(p.read_bytes()).pixels for p in paths]
+    dists = [synth.noise(synth.blur(r, 1.0 + i % 3), 5.0 + 3 * (i % 4), seed=i) for i, r in enumerate(refs)]
+    x, y = sb.to_tensor(dists), sb.to_tensor(refs)
+    rows = []
+    for name, (pyiqa_name, piq_fn) in sb.SHARED.items():
+        scorer = create_scorer(name)
+        a = [convert(d, scorer.info.colour) for d in dists]
+        b = [convert(r, scorer.info.colour) for r in refs]
+        fr = scorer.info.kind == "fr"
+        row: dict[str, object] = {"metric": name, "kind": scorer.info.kind,
+                                  "iqaflow": sb.rate((lambda s=scorer, a=a, b=b: s.score_pairs(a, b)) if fr else
+                                                     (lambda s=scorer, a=a: s.score(a)), len(paths))}
+        if piq_fn is not None:
+            row["piq"] = sb.rate(lambda f=piq_fn: f(x, y), len(paths))
+        if pyiqa is not None and not fr:
+            row["pyiqa_note"] = "pyiqa downloads its NIQE/BRISQUE parameters: not run offline"
+        elif pyiqa is not None:
+            try:
+                m = pyiqa.create_metric(pyiqa_name, device="cpu")
+                row["pyiqa"] = sb.rate(lambda m=m: m(x, y), len(paths), repeat=1)
+            except Exception as exc:
+                row["pyiqa_note"] = f"{type(exc).__name__}: {str(exc)[:70]}"
+        for other in ("piq", "pyiqa"):
+            if other in row:
+                row[f"x_{other}"] = row["iqaflow"] / row[other]  # type: ignore[operator]
+        rows.append(row)
+    return rows
+
+
+def cleanvision_checks(paths: list[Path], work: Path) -> dict[str, object]:
+    """cleanvision's default issue checks on a folder of ``paths`` (hard links), images/s and peak RSS."""
+    folder = work / f"cleanvision-{len(paths)}"
+    folder.mkdir(parents=True, exist_ok=True)
     for p in paths:
-        px = decode(p.read_bytes()).pixels
-        for s in scorers:
-            s.score([convert(px, s.info.colour)])
-    return len(paths) / (time.perf_counter() - t0)
+        if not (folder / p.name).exists():
+            (folder / p.name).hardlink_to(p)
+    return pipeline.isolated(_cleanvision_child, str(folder), len(paths))
 
 
-def full_flow(folder: Path, out: Path, workers: int, models: list[str], shard_size: int) -> dict[str, float]:
-    """Run the CLI as users do, in a child process, and read its summary and peak RSS."""
-    code = (
-        "import resource, sys, json\n"
-        "from iqaflow.config import build_config\n"
-        "from iqaflow.flows.score import run_score\n"
-        f"s = run_score(build_config({{'source': {str(folder)!r}, 'out': {str(out)!r}, 'workers': {workers},"
-        f" 'shard_size': {shard_size}, 'models': {models!r}, 'run_id': 'bench-w{workers}', 'track': False}}))\n"
-        "print(json.dumps({'images': s.images, 'seconds': s.seconds,"
-        " 'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,"
-        " 'children_rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))\n"
-    )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PREFECT_LOGGING_LEVEL": "ERROR"})
-    out_json = json.loads(res.stdout.strip().splitlines()[-1])
-    out_json["img_s"] = out_json["images"] / out_json["seconds"]
-    return out_json
+def _cleanvision_child(folder: str, n: int) -> float:
+    import contextlib
+    import io
+
+    from cleanvision import Imagelab
+
+    lab = Imagelab(data_path=folder)
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        lab.find_issues()
+    return n / (time.perf_counter() - t0)
+
+
+def table(res: dict[str, object]) -> str:
+    lines = [pipeline.report(res["pipeline"]), ""]  # type: ignore[arg-type]
+    cv = res.get("cleanvision")
+    if isinstance(cv, dict):
+        ours = res["pipeline"]["plain_loop"]["img_s"]  # type: ignore[index]
+        lines.append(f"  cleanvision find_issues {cv['img_s']:8.1f} img/s  peak RSS {cv['peak_rss_mb']:.0f} MB, "
+                     f"{cv['images']} images; iqaflow's plain loop is {ours / cv['img_s']:.2f}x")
+        lines.append("")
+    lines.append(f"{'shared metric':<14}{'kind':>5}{'iqaflow':>10}{'piq':>10}{'x piq':>8}{'pyiqa':>10}{'x pyiqa':>9}")
+    for r in res.get("shared", []):  # type: ignore[union-attr]
+        def g(k: str, fmt: str = "{:.1f}", r: dict = r) -> str:
+            return fmt.format(r[k]) if k in r else "-"
+        lines.append(f"{r['metric']:<14}{r['kind']:>5}{g('iqaflow'):>10}{g('piq'):>10}{g('x_piq', '{:.2f}'):>8}"
+                     f"{g('pyiqa'):>10}{g('x_pyiqa', '{:.1f}'):>9}")
+    return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=5000)
-    ap.add_argument("--workdir", default="/tmp/iqaflow-bench")
-    ap.add_argument("--json", default="bench/run.json")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--shard-size", type=int, default=500)
-    ap.add_argument("--models", default="sharpness,exposure,noise")
-    ap.add_argument("--scaling", action="store_true")
+    pipeline.add_args(ap)
+    ap.add_argument("--anchors", default=None, help="side folder with pyiqa and cleanvision installed")
+    ap.add_argument("--shared-n", type=int, default=16, help="images for the shared-metric comparison")
+    ap.add_argument("--cleanvision-n", type=int, default=0, help="images for cleanvision [default: all N]")
+    ap.add_argument("--json", default="bench/results/run.json")
     args = ap.parse_args()
-    cv2.setNumThreads(1)
-    models = args.models.split(",")
-    work = Path(args.workdir)
-    paths = make_images(work / "images", args.n)
-    sample = paths[: min(len(paths), 500)]
-    rows: dict[str, object] = {"n": len(paths), "models": models, "cpu_count": os.cpu_count()}
-    rows["decode_only_img_s"] = decode_only(sample)
-    rows["plain_loop_img_s"] = plain_loop(sample, models)
-    import shutil
+    if args.anchors:
+        sys.path.append(args.anchors)  # after the venv: the side folder never shadows iqaflow's packages
+    res: dict[str, object] = {"command": " ".join(sys.argv)}
+    res["pipeline"] = pipeline.measure(args)
+    paths = pipeline.make_collection(Path(args.workdir) / "images", args.n)
+    res["shared"] = shared_metrics(paths[: args.shared_n], args.anchors)
+    try:
+        import cleanvision  # noqa: F401
 
-    shutil.rmtree(work / "out", ignore_errors=True)
-    flow = full_flow(work / "images", work / "out", args.workers, models, args.shard_size)
-    rows["flow"] = flow
-    per_worker = flow["img_s"] / args.workers
-    rows["flow_per_worker_vs_plain_loop"] = per_worker / rows["plain_loop_img_s"]  # type: ignore[operator]
-    rows["plain_loop_vs_decode_only"] = rows["plain_loop_img_s"] / rows["decode_only_img_s"]  # type: ignore[operator]
-    if args.scaling:
-        shutil.rmtree(work / "out", ignore_errors=True)
-        one = full_flow(work / "images", work / "out", 1, models, args.shard_size)
-        rows["flow_1_worker"] = one
-        rows["scaling_2_vs_1"] = flow["img_s"] / one["img_s"]
-    rows["bench_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    Path(args.json).write_text(json.dumps(rows, indent=2))
-    print(json.dumps(rows, indent=2))
+        sample = paths[: args.cleanvision_n or len(paths)]
+        res["cleanvision"] = {**cleanvision_checks(sample, Path(args.workdir)), "images": len(sample)}
+    except ImportError:
+        res["cleanvision"] = "not installed: pass --anchors with cleanvision in it"
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(res, indent=2))
+    print(table(res))
+    print(f"written to {args.json}")
 
 
 if __name__ == "__main__":
-    _ = np  # numpy is imported first for cv2's sake
+    _ = np
     main()

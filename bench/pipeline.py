@@ -1,0 +1,263 @@
+"""The full flow against the same work without orchestration: throughput, scaling and memory.
+
+    python bench/pipeline.py --n 5000 [--big 50000] [--workers 2] [--json bench/results/pipeline.json]
+
+On one generated collection of N 1024x768 JPEGs (cached in --workdir), in one run:
+  decode-only    read + decode in a plain loop, one thread: the physical limit on this CPU
+  plain loop     read + decode + the same scorers, one thread
+  flow, 1 worker the CLI's flow (Prefect + a local Dask cluster), one single-threaded worker
+  flow, W workers
+  memory         peak RSS of the flow process and of each Dask worker, at N and at --big images
+                 (the big collection repeats the N files under other names: hard links, no disk cost)
+Goals: flow(1 worker) >= 0.85 x plain loop; flow(2 workers) >= 1.8 x flow(1 worker); worker peak RSS
+at --big within 10% of that at N. Every process is held to one compute thread (OMP, OpenCV, torch,
+the decode pool) so that the ratios compare like with like; the box should otherwise be idle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+                 "IQAFLOW_DECODE_THREADS": "1"}
+os.environ.update(SINGLE_THREAD)
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import psutil  # noqa: E402
+
+from iqaflow.config import DEFAULT_MODELS  # noqa: E402
+
+
+def make_collection(folder: Path, n: int, side: tuple[int, int] = (1024, 768)) -> list[Path]:
+    """``n`` distinct JPEGs (crops of scikit-image pictures, a third blurred, a third noisy), cached."""
+    from iqaflow import synth
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"img{i:06d}.jpg" for i in range(n)]
+    missing = [i for i, p in enumerate(paths) if not p.exists()]
+    if missing:
+        crops = synth.random_crops(synth.skimage_images(), 97, 10_000, seed=0)
+        bases = [cv2.resize(img, side, interpolation=cv2.INTER_AREA) for _, img in crops]
+        for i in missing:
+            img = bases[i % len(bases)]
+            if i % 3 == 1:
+                img = synth.blur(img, 0.5 + (i % 7) / 2)
+            elif i % 3 == 2:
+                img = synth.noise(img, 2 + i % 25, seed=i)
+            paths[i].write_bytes(synth.jpeg_bytes(img, 60 + i % 40))
+    return paths
+
+
+def linked_collection(folder: Path, files: list[Path], n: int) -> Path:
+    """A folder of ``n`` names hard-linked round-robin to ``files``: a bigger collection at no disk cost."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        p = folder / f"img{i:07d}.jpg"
+        if not p.exists():
+            os.link(files[i % len(files)], p)
+    return folder
+
+
+def isolated(fn: Callable[..., float], *args: object) -> dict[str, float]:
+    """``fn(*args)`` (images/s) in a fresh single-threaded process, with that process's peak RSS."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_timed_child, fn, *args).result()
+
+
+def _timed_child(fn: Callable[..., float], *args: object) -> dict[str, float]:
+    import resource
+
+    cv2.setNumThreads(1)
+    img_s = fn(*args)
+    return {"img_s": img_s, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def decode_only(paths: list[Path]) -> float:
+    from iqaflow.tasks.decode import decode
+
+    t0 = time.perf_counter()
+    for p in paths:
+        decode(p.read_bytes())
+    return len(paths) / (time.perf_counter() - t0)
+
+
+def plain_loop(paths: list[Path], models: list[str]) -> float:
+    """The same scorers on the same files, as a user's own script would run them."""
+    from iqaflow.models.colour import convert
+    from iqaflow.models.registry import create_scorer
+    from iqaflow.tasks.decode import decode
+
+    scorers = [create_scorer(m) for m in models]
+    for s in scorers:  # warm-up outside the clock, as the flow's workers load models before scoring
+        s.score([convert(decode(paths[0].read_bytes()).pixels, s.info.colour)])
+    t0 = time.perf_counter()
+    for p in paths:
+        px = decode(p.read_bytes()).pixels
+        for s in scorers:
+            s.score([convert(px, s.info.colour)])
+    return len(paths) / (time.perf_counter() - t0)
+
+
+class TreeRSS:
+    """Samples the resident memory of a process and its descendants; keeps each one's peak."""
+
+    def __init__(self, pid: int, every: float = 0.2) -> None:
+        self.root, self.every = pid, every
+        self.peaks: dict[int, tuple[float, str]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> TreeRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                root = psutil.Process(self.root)
+                procs = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                continue
+            for p in procs:
+                try:
+                    mb = p.memory_info().rss / 2**20
+                    role = "flow" if p.pid == self.root else " ".join(p.cmdline()[1:4])[:60]
+                except psutil.Error:
+                    continue
+                if mb > self.peaks.get(p.pid, (0.0, ""))[0]:
+                    self.peaks[p.pid] = (mb, role)
+
+    def summary(self) -> dict[str, float]:
+        flow = self.peaks.get(self.root, (0.0, ""))[0]
+        # Dask workers are the flow's descendants started by multiprocessing; the Prefect API server,
+        # when one runs as a subprocess, is reported apart.
+        workers = [mb for pid, (mb, role) in self.peaks.items() if pid != self.root and "multiprocessing" in role]
+        others = [mb for pid, (mb, role) in self.peaks.items() if pid != self.root and "multiprocessing" not in role]
+        return {"flow_peak_rss_mb": flow, "worker_peak_rss_mb": max(workers, default=0.0),
+                "workers_seen": len(workers), "other_peak_rss_mb": max(others, default=0.0)}
+
+
+_CHILD = """
+import json, sys, time
+from iqaflow.config import build_config
+from iqaflow.flows.score import run_score
+cfg = json.loads(sys.argv[1])
+t0 = time.perf_counter()
+s = run_score(build_config(cfg))
+print(json.dumps({"images": s.images, "ok": s.ok, "errors": s.errors, "shards": s.shards,
+                  "wall_s": time.perf_counter() - t0, "flow_seconds": s.seconds}))
+"""
+
+
+def full_flow(folder: Path, out: Path, workers: int | None, models: list[str], shard_size: int,
+              **config: object) -> dict[str, float]:
+    """The flow as the CLI runs it, in a child process (Prefect's API included), RSS sampled meanwhile;
+    ``config`` adds RunConfig fields (device, weights...)."""
+    shutil.rmtree(out, ignore_errors=True)
+    cfg = {"source": str(folder), "out": str(out), "workers": workers, "threads_per_worker": 1,
+           "shard_size": shard_size, "models": models, "run_id": f"bench-w{workers}", "track": False, **config}
+    env = {**os.environ, **SINGLE_THREAD, "PREFECT_LOGGING_LEVEL": "ERROR"}
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(cfg)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    with TreeRSS(proc.pid) as rss:
+        stdout, stderr = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"flow failed ({proc.returncode}):\n{stderr[-3000:]}")
+    row = json.loads(stdout.strip().splitlines()[-1])
+    row.update(rss.summary())
+    row["img_s"] = row["images"] / row["wall_s"]
+    shutil.rmtree(out, ignore_errors=True)
+    return row
+
+
+def measure(args: argparse.Namespace) -> dict[str, object]:
+    cv2.setNumThreads(1)
+    models = args.models.split(",")
+    work = Path(args.workdir)
+    paths = make_collection(work / "images", args.n)
+    source = linked_collection(work / f"set-{args.n}", paths, args.n)  # exactly N files for the flow
+    sample = paths[: min(len(paths), args.loop_sample)]
+    res: dict[str, object] = {"n": len(paths), "models": models, "cpu_count": os.cpu_count(),
+                              "loop_sample": len(sample)}
+    res["decode_only"] = isolated(decode_only, sample)
+    res["plain_loop"] = isolated(plain_loop, sample, models)
+    one = full_flow(source, work / "out", 1, models, args.shard_size)
+    res["flow_1_worker"] = one
+    res["flow_1_vs_plain_loop"] = one["img_s"] / res["plain_loop"]["img_s"]  # type: ignore[index]
+    res["plain_loop_vs_decode_only"] = res["plain_loop"]["img_s"] / res["decode_only"]["img_s"]  # type: ignore[index]
+    if args.workers > 1:
+        many = full_flow(source, work / "out", args.workers, models, args.shard_size)
+        res[f"flow_{args.workers}_workers"] = many
+        res[f"scaling_{args.workers}_vs_1"] = many["img_s"] / one["img_s"]
+    if args.big:
+        big = linked_collection(work / f"linked-{args.big}", paths, args.big)
+        b = full_flow(big, work / "out", args.workers, models, args.shard_size)
+        res[f"flow_{args.workers}_workers_{args.big}"] = b
+        small = res.get(f"flow_{args.workers}_workers", one)
+        res["worker_rss_big_vs_n"] = b["worker_peak_rss_mb"] / small["worker_peak_rss_mb"]  # type: ignore[index]
+        res["flow_rss_big_vs_n"] = b["flow_peak_rss_mb"] / small["flow_peak_rss_mb"]  # type: ignore[index]
+    return res
+
+
+def add_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--n", type=int, default=5000, help="images in the collection")
+    ap.add_argument("--big", type=int, default=0, help="also run the flow on this many images (memory)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--shard-size", type=int, default=500)
+    ap.add_argument("--loop-sample", type=int, default=1000, help="images timed in the plain loops")
+    ap.add_argument("--models", default=",".join(DEFAULT_MODELS), help="default: the CLI's default set")
+    ap.add_argument("--workdir", default="/tmp/iqaflow-bench")
+
+
+def report(res: dict[str, object]) -> str:
+    lines = [f"{res['n']} JPEGs 1024x768, scorers {','.join(res['models'])}, {res['cpu_count']} CPUs",  # type: ignore[arg-type]
+             f"  decode-only loop        {res['decode_only']['img_s']:8.1f} img/s  "  # type: ignore[index]
+             f"peak RSS {res['decode_only']['peak_rss_mb']:.0f} MB",  # type: ignore[index]
+             f"  plain loop              {res['plain_loop']['img_s']:8.1f} img/s  "  # type: ignore[index]
+             f"peak RSS {res['plain_loop']['peak_rss_mb']:.0f} MB, "  # type: ignore[index]
+             f"{res['plain_loop_vs_decode_only']:.2f} of decode-only"]
+    for k, v in res.items():
+        if k.startswith("flow_") and isinstance(v, dict):
+            lines.append(f"  {k:<24}{v['img_s']:8.1f} img/s  {v['images']} images, worker peak RSS "
+                         f"{v['worker_peak_rss_mb']:.0f} MB, flow process {v['flow_peak_rss_mb']:.0f} MB")
+    lines.append(f"  flow(1 worker) / plain loop = {res['flow_1_vs_plain_loop']:.2f}   (goal >= 0.85)")
+    for k, v in res.items():
+        if k.startswith("scaling_"):
+            lines.append(f"  {k} = {v:.2f}   (goal >= 1.8)")
+        if k.endswith("_rss_big_vs_n"):
+            lines.append(f"  {k} = {v:.2f}   (goal: within 1.00 +- 0.10)")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_args(ap)
+    ap.add_argument("--json", default="bench/results/pipeline.json")
+    args = ap.parse_args()
+    res = measure(args)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(res, indent=2))
+    print(report(res))
+    print(f"written to {args.json}")
+
+
+if __name__ == "__main__":
+    _ = np  # numpy before cv2's first use
+    main()
