@@ -110,7 +110,11 @@ def _cleanvision_child(folder: str, n: int) -> float:
 
 
 def table(res: dict[str, object]) -> str:
-    lines = [pipeline.report(res["pipeline"]), ""]  # type: ignore[arg-type]
+    lines = [*pipeline.report(res["pipeline"]).splitlines(), ""]  # type: ignore[arg-type]
+    cl = res["classical_plain_loop"]
+    decode = res["pipeline"]["decode_only"]["img_s"]  # type: ignore[index]
+    lines.insert(3, f"  plain loop, {','.join(cl['models'])} {cl['img_s']:8.1f} img/s  "  # type: ignore[index]
+                 f"peak RSS {cl['peak_rss_mb']:.0f} MB, {cl['img_s'] / decode:.2f} of decode-only")  # type: ignore[index]
     cv = res.get("cleanvision")
     if isinstance(cv, dict):
         ours = res["pipeline"]["plain_loop"]["img_s"]  # type: ignore[index]
@@ -139,6 +143,10 @@ def main() -> None:
     res: dict[str, object] = {"command": " ".join(sys.argv)}
     res["pipeline"] = pipeline.measure(args)
     paths = pipeline.make_collection(Path(args.workdir) / "images", args.n)
+    # The default set before the learned iqaflow_nr joined it: how far classical scorers alone get.
+    classical = ["sharpness", "exposure", "noise"]
+    res["classical_plain_loop"] = {"models": classical, **pipeline.isolated(
+        pipeline.plain_loop, paths[: args.loop_sample], classical)}
     res["shared"] = shared_metrics(paths[: args.shared_n], args.anchors)
     try:
         import cleanvision  # noqa: F401
