@@ -231,8 +231,10 @@ def test_runs_on_cpu_without_grad() -> None:
 # sums); against piq float64, 1e-5 for SSIM and MS-SSIM (fast path measured <= 1.8e-6) and 5e-5
 # for VIF (measured <= 1.9e-5: float32 variances in flat regions far from the mean luminance).
 
-FAST = {"ssim": (fr_fast.ssim, fr.ssim), "ms_ssim": (fr_fast.ms_ssim, fr.ms_ssim), "vif": (fr_fast.vif, fr.vif)}
-TOL64 = {"ssim": 1e-5, "ms_ssim": 1e-5, "vif": 5e-5}
+# PSNR (dB) and GMSD: float64 sums of float32 values; 1e-5 against piq float64.
+FAST = {"ssim": (fr_fast.ssim, fr.ssim), "ms_ssim": (fr_fast.ms_ssim, fr.ms_ssim), "vif": (fr_fast.vif, fr.vif),
+        "psnr": (fr_fast.psnr, fr.psnr), "gmsd": (fr_fast.gmsd, fr.gmsd)}
+TOL64 = {"ssim": 1e-5, "ms_ssim": 1e-5, "vif": 5e-5, "psnr": 1e-5, "gmsd": 1e-5}
 # (height, width): odd/even mixes for MS-SSIM's replicate padding, SSIM pooling f = 1, 2 (round(385/256)
 # = 2, with a floor crop of the odd side) and 3 (1024x768), MS-SSIM's minimum 161 px.
 FAST_SIZES = [(161, 161), (200, 333), (301, 257), (385, 390)]

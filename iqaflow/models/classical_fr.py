@@ -245,6 +245,7 @@ def _info(name: str, higher: bool, rng: tuple[float | None, float | None], descr
 class PSNR(PiqPairScorer):
     info = _info("psnr", True, (0.0, PSNR_MAX_DB), "Peak signal-to-noise ratio in dB over RGB; 80 = identical.")
     metric = staticmethod(psnr)
+    cpu_metric = staticmethod(fast_fr.psnr)
 
 
 @register
@@ -268,6 +269,7 @@ class MSSSIM(PiqPairScorer):
 class GMSD(PiqPairScorer):
     info = _info("gmsd", False, (0.0, 1.0), "Gradient magnitude similarity deviation on luminance; 0 = identical.")
     metric = staticmethod(gmsd)
+    cpu_metric = staticmethod(fast_fr.gmsd)
 
 
 @register

@@ -210,3 +210,50 @@ def vif(img: np.ndarray, ref: np.ndarray) -> float:
         num += cv2.sumElems(np.log1p(g * g * syy / (sv + np.float32(VIF_SIGMA_N_SQ))))[0]
         den += cv2.sumElems(np.log1p(syy / np.float32(VIF_SIGMA_N_SQ)))[0]
     return float((num / np.log(10) + VIF_EPS) / (den / np.log(10) + VIF_EPS))
+
+
+def psnr(img: np.ndarray, ref: np.ndarray) -> float:
+    """``piq.psnr(img, ref, data_range=1)`` over all channels, -10 log10(MSE + 1e-8): 80 dB when identical.
+
+    The squared error is summed in float64 by ``cv2.norm`` (one pass, no temporaries)."""
+    _check_pair(img, ref)
+    x, y = _as_unit(img), _as_unit(ref)
+    mse = cv2.norm(x, y, cv2.NORM_L2SQR) / x.size
+    return float(-10.0 * np.log10(mse + 1e-8))
+
+
+_PREWITT_X = np.array([[-1.0, 0.0, 1.0]] * 3, dtype=np.float32) / 3
+GMSD_T = 170 / 255.0**2
+
+
+def _luma_unit(a: np.ndarray) -> np.ndarray:
+    """Y of YIQ (BT.601 weights) in [0, 1], as piq's ``rgb2yiq``; one-channel images pass through."""
+    a = _as_unit(a)
+    if a.ndim == 3 and a.shape[2] == 3:
+        return cv2.transform(a, np.array([[0.299, 0.587, 0.114]], dtype=np.float32))
+    if a.ndim != 2:
+        raise ValueError(f"gmsd expects gray (H, W) or RGB (H, W, 3) images, got shape {a.shape}")
+    return a
+
+
+def _gradient_magnitude(a: np.ndarray) -> np.ndarray:
+    """Prewitt x/y magnitude with zero padding (torch ``conv2d`` is a correlation, as ``filter2D``)."""
+    gx = cv2.filter2D(a, -1, _PREWITT_X, borderType=cv2.BORDER_CONSTANT)
+    gy = cv2.filter2D(a, -1, np.ascontiguousarray(_PREWITT_X.T), borderType=cv2.BORDER_CONSTANT)
+    return cv2.magnitude(gx, gy)
+
+
+def gmsd(img: np.ndarray, ref: np.ndarray) -> float:
+    """``piq.gmsd(img, ref, data_range=1)``: luminance, zero pad to even (piq pads both sides by the
+    same amount), 2x2 average pool, Prewitt gradient magnitudes, standard deviation of their similarity map."""
+    _check_pair(img, ref)
+    x, y = _luma_unit(img), _luma_unit(ref)
+    pad = max(x.shape[0] % 2, x.shape[1] % 2)
+    if pad:
+        x = cv2.copyMakeBorder(x, 0, pad, 0, pad, cv2.BORDER_CONSTANT, value=0)
+        y = cv2.copyMakeBorder(y, 0, pad, 0, pad, cv2.BORDER_CONSTANT, value=0)
+    gx, gy = _gradient_magnitude(_avg_pool(x, 2)), _gradient_magnitude(_avg_pool(y, 2))
+    t = np.float32(GMSD_T)
+    gms = (2 * gx * gy + t) / (gx * gx + gy * gy + t)
+    _, std = cv2.meanStdDev(gms)
+    return float(std[0, 0])
