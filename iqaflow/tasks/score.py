@@ -32,6 +32,7 @@ from iqaflow.tasks.decide import apply_image_gates
 from iqaflow.tasks.decode import DEFAULT_MAX_PIXELS, Decoded, DecodeFailure, decode
 from iqaflow.tasks.decode_gpu import GpuDecode, TensorPath
 from iqaflow.tasks.isolate import score_isolated
+from iqaflow.tasks.malloc import keep_freed_memory
 from iqaflow.tasks.plan import ShardPlan, read_shard_members
 from iqaflow.tasks.read import Fetched, prefetch
 from iqaflow.tasks.score_domain import (
@@ -91,6 +92,7 @@ _SCORERS: dict[tuple[str, str], Scorer] = {}
 
 
 def load_scorers(names: Sequence[str], device: str) -> list[Scorer]:
+    keep_freed_memory()  # once per worker process: Dask's malloc settings halve the scorers' speed
     out = []
     for name in names:
         key = (name, device)

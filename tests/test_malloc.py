@@ -1,0 +1,48 @@
+"""Worker processes keep freed image buffers in the heap (iqaflow.tasks.malloc).
+
+Checked through glibc's own accounting (mallinfo2: hblks = live mmap'd blocks), in a child process
+started with the environment Dask gives its workers; no timing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+CHILD = r"""
+import ctypes, json
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+def mmapped_while_held(n=4 << 20):
+    before = libc.mallinfo2().hblks
+    buf = libc.malloc(n)
+    during = libc.mallinfo2().hblks
+    libc.free(buf)
+    return during - before
+from iqaflow.tasks.malloc import keep_freed_memory
+out = {"before": mmapped_while_held()}
+out["tuned"] = keep_freed_memory()
+out["after"] = mmapped_while_held()
+out["again"] = keep_freed_memory()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or not platform.libc_ver()[0] == "glibc", reason="glibc only")
+def test_a_dask_like_environment_stops_mmapping_image_sized_buffers() -> None:
+    env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"}  # what Dask's nanny sets for its workers
+    res = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out == {"before": 1, "tuned": True, "after": 0, "again": True}
