@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-                 "IQAFLOW_DECODE_THREADS": "1"}
+                 "IQAFLOW_DECODE_THREADS": "1", "OPENCV_FOR_THREADS_NUM": "1"}  # OpenCV ignores OMP_*
 os.environ.update(SINGLE_THREAD)
 
 import cv2  # noqa: E402
