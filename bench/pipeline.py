@@ -117,6 +117,7 @@ class TreeRSS:
     def __init__(self, pid: int, every: float = 0.2) -> None:
         self.root, self.every = pid, every
         self.peaks: dict[int, tuple[float, str]] = {}
+        self.worker_samples: list[tuple[float, float]] = []  # (time, largest worker RSS) per sample
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -135,6 +136,7 @@ class TreeRSS:
                 procs = [root, *root.children(recursive=True)]
             except psutil.Error:
                 continue
+            largest_worker = 0.0
             for p in procs:
                 try:
                     mb = p.memory_info().rss / 2**20
@@ -143,6 +145,9 @@ class TreeRSS:
                     continue
                 if mb > self.peaks.get(p.pid, (0.0, ""))[0]:
                     self.peaks[p.pid] = (mb, role)
+                if "multiprocessing" in role:
+                    largest_worker = max(largest_worker, mb)
+            self.worker_samples.append((time.monotonic(), largest_worker))
 
     def summary(self) -> dict[str, float]:
         flow = self.peaks.get(self.root, (0.0, ""))[0]
@@ -151,7 +156,20 @@ class TreeRSS:
         workers = [mb for pid, (mb, role) in self.peaks.items() if pid != self.root and "multiprocessing" in role]
         others = [mb for pid, (mb, role) in self.peaks.items() if pid != self.root and "multiprocessing" not in role]
         return {"flow_peak_rss_mb": flow, "worker_peak_rss_mb": max(workers, default=0.0),
-                "workers_seen": len(workers), "other_peak_rss_mb": max(others, default=0.0)}
+                "workers_seen": len(workers), "other_peak_rss_mb": max(others, default=0.0),
+                "worker_peak_rss_mb_by_quarter": self.quarters()}
+
+    def quarters(self) -> list[float]:
+        """Largest worker RSS in each quarter of the time workers ran: growth vs a plateau within a run."""
+        live = [(t, mb) for t, mb in self.worker_samples if mb > 0]
+        if not live:
+            return []
+        t0, span = live[0][0], max(live[-1][0] - live[0][0], 1e-9)
+        peaks = [0.0] * 4
+        for t, mb in live:
+            q = min(int(4 * (t - t0) / span), 3)
+            peaks[q] = max(peaks[q], mb)
+        return peaks
 
 
 _CHILD = """
@@ -187,6 +205,20 @@ def full_flow(folder: Path, out: Path, workers: int | None, models: list[str], s
     return row
 
 
+def memory(res: dict[str, object], paths: list[Path], source: Path, work: Path, models: list[str],
+           args: argparse.Namespace, small: dict[str, float] | None = None) -> dict[str, object]:
+    """Peak RSS per worker on args.n vs args.big images (hard links to the same files), same workers."""
+    if small is None:
+        small = full_flow(source, work / "out", args.workers, models, args.shard_size)
+        res[f"flow_{args.workers}_workers"] = small
+    big = linked_collection(work / f"linked-{args.big}", paths, args.big)
+    b = full_flow(big, work / "out", args.workers, models, args.shard_size)
+    res[f"flow_{args.workers}_workers_{args.big}"] = b
+    res["worker_rss_big_vs_n"] = b["worker_peak_rss_mb"] / small["worker_peak_rss_mb"]
+    res["flow_rss_big_vs_n"] = b["flow_peak_rss_mb"] / small["flow_peak_rss_mb"]
+    return res
+
+
 def measure(args: argparse.Namespace) -> dict[str, object]:
     cv2.setNumThreads(1)
     models = args.models.split(",")
@@ -196,6 +228,8 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
     sample = paths[: min(len(paths), args.loop_sample)]
     res: dict[str, object] = {"n": len(paths), "models": models, "cpu_count": os.cpu_count(),
                               "loop_sample": len(sample)}
+    if args.memory_only:  # worker memory at n vs big images only: the flows with args.workers
+        return memory(res, paths, source, work, models, args)
     res["decode_only"] = isolated(decode_only, sample)
     res["plain_loop"] = isolated(plain_loop, sample, models)
     one = full_flow(source, work / "out", 1, models, args.shard_size)
@@ -207,12 +241,7 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
         res[f"flow_{args.workers}_workers"] = many
         res[f"scaling_{args.workers}_vs_1"] = many["img_s"] / one["img_s"]
     if args.big:
-        big = linked_collection(work / f"linked-{args.big}", paths, args.big)
-        b = full_flow(big, work / "out", args.workers, models, args.shard_size)
-        res[f"flow_{args.workers}_workers_{args.big}"] = b
-        small = res.get(f"flow_{args.workers}_workers", one)
-        res["worker_rss_big_vs_n"] = b["worker_peak_rss_mb"] / small["worker_peak_rss_mb"]  # type: ignore[index]
-        res["flow_rss_big_vs_n"] = b["flow_peak_rss_mb"] / small["flow_peak_rss_mb"]  # type: ignore[index]
+        memory(res, paths, source, work, models, args, res.get(f"flow_{args.workers}_workers", one))
     return res
 
 
@@ -224,20 +253,25 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--loop-sample", type=int, default=1000, help="images timed in the plain loops")
     ap.add_argument("--models", default=",".join(DEFAULT_MODELS), help="default: the CLI's default set")
     ap.add_argument("--workdir", default="/tmp/iqaflow-bench")
+    ap.add_argument("--memory-only", action="store_true", help="only the worker memory at --n vs --big images")
 
 
 def report(res: dict[str, object]) -> str:
-    lines = [f"{res['n']} JPEGs 1024x768, scorers {','.join(res['models'])}, {res['cpu_count']} CPUs",  # type: ignore[arg-type]
-             f"  decode-only loop        {res['decode_only']['img_s']:8.1f} img/s  "  # type: ignore[index]
-             f"peak RSS {res['decode_only']['peak_rss_mb']:.0f} MB",  # type: ignore[index]
-             f"  plain loop              {res['plain_loop']['img_s']:8.1f} img/s  "  # type: ignore[index]
-             f"peak RSS {res['plain_loop']['peak_rss_mb']:.0f} MB, "  # type: ignore[index]
-             f"{res['plain_loop_vs_decode_only']:.2f} of decode-only"]
+    lines = [f"{res['n']} JPEGs 1024x768, scorers {','.join(res['models'])}, {res['cpu_count']} CPUs"]  # type: ignore[arg-type]
+    if "decode_only" in res:  # not in --memory-only runs
+        lines += [f"  decode-only loop        {res['decode_only']['img_s']:8.1f} img/s  "  # type: ignore[index]
+                  f"peak RSS {res['decode_only']['peak_rss_mb']:.0f} MB",  # type: ignore[index]
+                  f"  plain loop              {res['plain_loop']['img_s']:8.1f} img/s  "  # type: ignore[index]
+                  f"peak RSS {res['plain_loop']['peak_rss_mb']:.0f} MB, "  # type: ignore[index]
+                  f"{res['plain_loop_vs_decode_only']:.2f} of decode-only"]
     for k, v in res.items():
         if k.startswith("flow_") and isinstance(v, dict):
+            quarters = " ".join(f"{q:.0f}" for q in v.get("worker_peak_rss_mb_by_quarter", []))
             lines.append(f"  {k:<24}{v['img_s']:8.1f} img/s  {v['images']} images, worker peak RSS "
-                         f"{v['worker_peak_rss_mb']:.0f} MB, flow process {v['flow_peak_rss_mb']:.0f} MB")
-    lines.append(f"  flow(1 worker) / plain loop = {res['flow_1_vs_plain_loop']:.2f}   (goal >= 0.85)")
+                         f"{v['worker_peak_rss_mb']:.0f} MB (by quarter of the run: {quarters}), "
+                         f"flow process {v['flow_peak_rss_mb']:.0f} MB")
+    if "flow_1_vs_plain_loop" in res:
+        lines.append(f"  flow(1 worker) / plain loop = {res['flow_1_vs_plain_loop']:.2f}   (goal >= 0.85)")
     for k, v in res.items():
         if k.startswith("scaling_"):
             lines.append(f"  {k} = {v:.2f}   (goal >= 1.8)")

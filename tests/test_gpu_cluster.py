@@ -13,10 +13,10 @@ import torch
 from iqaflow.config import build_config
 from iqaflow.errors import ConfigError
 from iqaflow.flows import cluster
-from iqaflow.flows.cluster import PinnedGPUCluster, choose_cluster, rotated, visible_gpus
+from iqaflow.flows.cluster import WORKER_CONFIG, PinnedGPUCluster, choose_cluster, rotated, visible_gpus
 from iqaflow.schemas.results import Col
 
-QUIET = {"host": "127.0.0.1", "dashboard_address": None, "silence_logs": logging.ERROR}
+QUIET = {"host": "127.0.0.1", "dashboard_address": None, "silence_logs": logging.ERROR, "config": WORKER_CONFIG}
 
 
 def test_cpu_runs_keep_local_cluster() -> None:
@@ -87,6 +87,17 @@ def test_pinned_cluster_gives_each_worker_its_own_gpu_first() -> None:
         names = {w["id"]: addr for addr, w in client.scheduler_info(n_workers=-1)["workers"].items()}
         assert {n: seen[names[n]] for n in ("0", "1")} == {"0": "0,1", "1": "1,0"}
         assert {w["nthreads"] for w in client.scheduler_info(n_workers=-1)["workers"].values()} == {1}
+
+
+@pytest.mark.slow
+def test_workers_of_a_local_cluster_run_without_the_statistical_profiler() -> None:
+    """Its per-second profiles of deep scorer stacks grow worker memory through a run (WORKER_CONFIG)."""
+    from distributed import Client, LocalCluster
+
+    choice = choose_cluster("cpu", [], False, 1)
+    with LocalCluster(**choice.kwargs) as c, Client(c) as client:
+        profiling = client.run(lambda dask_worker: "profile" in dask_worker.periodic_callbacks)
+        assert list(profiling.values()) == [False]
 
 
 @pytest.mark.gpu

@@ -46,3 +46,36 @@ def test_a_dask_like_environment_stops_mmapping_image_sized_buffers() -> None:
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out == {"before": 1, "tuned": True, "after": 0, "again": True}
+
+
+RELEASE_CHILD = r"""
+import ctypes, json, os
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+def rss_mb():
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+from iqaflow.tasks.malloc import keep_freed_memory, release_freed_memory
+keep_freed_memory()
+bufs = [libc.malloc(1 << 20) for _ in range(100)]
+for b in bufs:
+    ctypes.memset(b, 1, 1 << 20)  # touch every page: now resident
+held = rss_mb()
+for b in bufs:
+    libc.free(b)
+kept = rss_mb()  # below the trim threshold: the heap keeps them
+released = release_freed_memory()
+print(json.dumps({"held": held, "kept": kept, "after": rss_mb(), "released": released}))
+"""
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or not platform.libc_ver()[0] == "glibc", reason="glibc only")
+def test_release_hands_a_shards_freed_buffers_back_to_the_os() -> None:
+    env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"}
+    res = subprocess.run([sys.executable, "-c", RELEASE_CHILD], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["released"] is True
+    assert out["kept"] > out["held"] - 10  # 100 MB freed but still resident (MB, page-size granularity)
+    assert out["after"] < out["kept"] - 80  # at least 80 of the 100 MB returned

@@ -32,7 +32,7 @@ from iqaflow.tasks.decide import apply_image_gates
 from iqaflow.tasks.decode import DEFAULT_MAX_PIXELS, Decoded, DecodeFailure, decode
 from iqaflow.tasks.decode_gpu import GpuDecode, TensorPath
 from iqaflow.tasks.isolate import score_isolated
-from iqaflow.tasks.malloc import keep_freed_memory
+from iqaflow.tasks.malloc import keep_freed_memory, release_freed_memory
 from iqaflow.tasks.plan import ShardPlan, read_shard_members
 from iqaflow.tasks.read import Fetched, prefetch
 from iqaflow.tasks.score_domain import (
@@ -351,10 +351,13 @@ def score_shard(plan: ShardPlan, settings: ScoreSettings) -> ShardResult:
     if settings.registry_uri:
         set_model_registry_uri(settings.registry_uri)
     scorers = load_scorers(settings.models, resolve_device(settings.device))
-    table = score_members(
-        members[Col.URI], members[Col.REFERENCE_URI], scorers, plan.shard_id,
-        settings.batch_size, settings.prefetch, settings.domain, settings.gpu_decode, settings.max_decode_pixels,
-    )
+    try:
+        table = score_members(
+            members[Col.URI], members[Col.REFERENCE_URI], scorers, plan.shard_id,
+            settings.batch_size, settings.prefetch, settings.domain, settings.gpu_decode, settings.max_decode_pixels,
+        )
+    finally:
+        release_freed_memory()  # the shard's image buffers go back to the OS, not kept by an idle worker
     if settings.gates is not None:
         table = apply_image_gates(table, settings.gates)
     buf = io.BytesIO()
