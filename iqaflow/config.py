@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from iqaflow.errors import ConfigError, UnknownScorerError
+from iqaflow import config_io
+from iqaflow.errors import UnknownScorerError
 from iqaflow.schemas.results import SCHEMA_VERSION
 
 DEFAULT_MODELS = ["iqaflow_nr", "sharpness", "exposure", "noise"]
@@ -20,6 +19,7 @@ DEFAULT_EXTENSIONS = [".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp",
                       ".heif", *MEDICAL_EXTENSIONS]
 
 # How to fix a field, shown after pydantic's "expected" message.
+_DEFAULT_FIX = "see `iqaflow score --help` for the allowed values"
 _FIX_HINTS: dict[str, str] = {
     "shard_size": "use a positive integer; 1000-5000 images per shard suits most runs",
     "batch_size": "use a positive integer such as 32",
@@ -243,48 +243,11 @@ class RunConfig(BaseModel):
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _format_error(err: dict[str, Any], origin: str) -> str:
-    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    if not err["loc"] and err["type"] == "value_error":  # a model validator's message is complete in itself
-        return f"{origin}: {err['msg'].removeprefix('Value error, ')}"
-    field = str(err["loc"][0]) if err["loc"] else ""
-    if err["type"] == "extra_forbidden":
-        allowed = list(RunConfig.model_fields)
-        close = difflib.get_close_matches(field, allowed, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"allowed keys: {', '.join(allowed)}"
-        return f"{origin}: unknown key {loc!r}; expected one of the run config keys. Fix: remove it ({hint})"
-    if err["type"] == "missing":
-        return f"{origin}: field {loc!r} is required. Fix: set {loc} in the config or on the command line"
-    got = err.get("input")
-    fix = _FIX_HINTS.get(field, "see `iqaflow score --help` for the allowed values")
-    return f"{origin}: field {loc!r}: expected {err['msg'].removeprefix('Value error, ')}; got {got!r}. Fix: {fix}"
-
-
 def build_config(values: dict[str, Any], origin: str = "run config") -> RunConfig:
     """Validate ``values``; every problem becomes one ConfigError naming field, expectation and fix."""
-    try:
-        return RunConfig.model_validate(values)
-    except ValidationError as exc:
-        raise ConfigError("; ".join(_format_error(e, origin) for e in exc.errors())) from None
+    return config_io.validate(RunConfig, values, origin, _FIX_HINTS, _DEFAULT_FIX)
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any]) -> RunConfig:
     """YAML file (safe_load) overlaid with flags that were given (``None`` means not given)."""
-    values: dict[str, Any] = {}
-    origin = "command line"
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} not found. Fix: pass an existing YAML file to --config")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(
-                f"config file {str(p)!r}: expected a mapping of keys to values, got {type(loaded).__name__}"
-            )
-        values.update(loaded)
-        origin = f"config {p.name}"
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return build_config(values, origin)
+    return config_io.load(RunConfig, path, overrides, fix_hints=_FIX_HINTS, default_fix=_DEFAULT_FIX)

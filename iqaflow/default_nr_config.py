@@ -10,10 +10,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from iqaflow.errors import ConfigError
+from iqaflow import config_io
 from iqaflow.models.default_nr_model import FitSettings
 
 # Pristine photographs inside scikit-image's wheel (nothing is downloaded); gray ones are used as RGB.
@@ -119,30 +118,5 @@ if {f.name for f in fields(FitSettings)} != set(ModelSettings.model_fields) | {"
 
 def load_recipe(path: str | Path | None, overrides: dict[str, Any] | None = None) -> DefaultNrRecipe:
     """YAML (safe_load) overlaid with the flags given; every problem is one ConfigError naming the field."""
-    values: dict[str, Any] = {}
-    origin = "command line"
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} not found. Fix: pass an existing YAML file to --config, "
-                              "e.g. configs/default_nr.yaml")
-        loaded = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {str(p)!r}: expected a mapping of keys to values")
-        values.update(loaded)
-        origin = f"config {p.name}"
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    try:
-        return DefaultNrRecipe.model_validate(values)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                problems.append(f"{origin}: unknown key {loc!r}. Fix: remove it")
-            elif err["type"] == "missing":
-                problems.append(f"{origin}: missing key {loc!r}. Fix: add it")
-            else:
-                problems.append(f"{origin}: {msg}" if not err["loc"] else f"{origin}: field {loc!r}: {msg}")
-        raise ConfigError("; ".join(problems)) from None
+    return config_io.load(DefaultNrRecipe, path, overrides, example="configs/default_nr.yaml",
+                          default_fix="see configs/default_nr.yaml for every key and its default")

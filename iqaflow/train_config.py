@@ -6,10 +6,9 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from iqaflow.errors import ConfigError
+from iqaflow import config_io
 
 
 class TrainConfig(BaseModel):
@@ -79,29 +78,4 @@ class TrainConfig(BaseModel):
 
 def load_train_config(path: str | Path | None, overrides: dict[str, Any]) -> TrainConfig:
     """YAML (safe_load) overlaid with the flags given; every problem is one ConfigError naming the field."""
-    values: dict[str, Any] = {}
-    origin = "command line"
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} not found. Fix: pass an existing YAML file to --config")
-        loaded = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {str(p)!r}: expected a mapping of keys to values")
-        values.update(loaded)
-        origin = f"config {p.name}"
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return TrainConfig.model_validate(values)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                problems.append(f"{origin}: unknown key {loc!r}. Fix: remove it; allowed keys: "
-                                f"{', '.join(TrainConfig.model_fields)}")
-                continue
-            problems.append(f"{origin}: {msg}" if not err["loc"] else
-                            f"{origin}: field {loc!r}: expected {msg}; got {err.get('input')!r}")
-        raise ConfigError("; ".join(problems)) from None
+    return config_io.load(TrainConfig, path, overrides, default_fix="see `iqaflow train --help`")

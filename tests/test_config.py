@@ -64,3 +64,24 @@ def test_fingerprint_changes_with_models_only() -> None:
     b = build_config({"source": "x", "models": ["sharpness"], "workers": 4})
     c = build_config({"source": "x", "models": ["noise"]})
     assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+
+
+def test_every_config_loader_reports_problems_the_same_way(tmp_path: Path) -> None:
+    """Run, training and default-model configs share iqaflow.config_io: file, field, expectation, fix."""
+    from iqaflow.default_nr_config import load_recipe
+    from iqaflow.train_config import load_train_config
+
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("source: [unclosed\n")
+    for load in (lambda p: load_config(p, {}), lambda p: load_train_config(p, {}), lambda p: load_recipe(p)):
+        with pytest.raises(ConfigError, match="'.*bad.yaml' is not valid YAML"):
+            load(bad_yaml)
+        with pytest.raises(ConfigError, match="not found. Fix: pass an existing YAML file"):
+            load(tmp_path / "missing.yaml")
+    nested = tmp_path / "recipe.yaml"
+    nested.write_text("model:\n  krr_alpah: 0.2\n")
+    with pytest.raises(ConfigError, match=r"config recipe.yaml: unknown key 'model.krr_alpah'. Fix: remove it "
+                                          r"\(did you mean 'krr_alpha'\?\)"):
+        load_recipe(nested)
+    with pytest.raises(ConfigError, match=r"command line: field 'epochs': expected .*; got -1"):
+        load_train_config(None, {"data": str(tmp_path), "epochs": -1})
