@@ -94,5 +94,8 @@ def test_rerun_skips_committed_shards_and_keeps_results(run) -> None:
     before = pq.read_table(first.results_dir).sort_by(Col.URI)
     again = run_score(cfg)
     assert again.shards_skipped == again.shards == first.shards
+    # worker time is counted for shards scored by a run only: the first scored all, the re-run none
+    assert first.images_scored == first.images and 0 < first.shard_seconds < first.seconds * 4
+    assert again.images_scored == 0 and again.shard_seconds == 0 and again.images_per_shard_second == 0
     after = pq.read_table(again.results_dir).sort_by(Col.URI)
     assert after.select([Col.URI, "sharpness", "noise"]).equals(before.select([Col.URI, "sharpness", "noise"]))

@@ -99,7 +99,8 @@ def score_flow(config: RunConfig) -> summary.RunSummary:
     outputs = [o for m in config.models for o in scorer_info(m).outputs]
     files = [r.path for r in results] + ([carried.carried_path] if carried and carried.carried_path else [])
     result = summarise_task(
-        files, outputs, layout.run_id, layout.results_dir, skipped, time.perf_counter() - t0
+        files, outputs, layout.run_id, layout.results_dir, skipped, time.perf_counter() - t0,
+        (sum(r.rows for r in results if not r.skipped), sum(r.seconds for r in results if not r.skipped)),
     )
     summary.write_summary(result, layout.summary)
     log.info("run %s: %d images, %d errors, results in %s", layout.run_id, result.images, result.errors,

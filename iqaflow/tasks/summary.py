@@ -36,6 +36,15 @@ class RunSummary:
     seconds: float
     errors_by_code: dict[str, int] = field(default_factory=dict)
     scores: dict[str, ColumnStats] = field(default_factory=dict)
+    # Images scored by this run's shards (not skipped or carried over) and the worker time they took:
+    # with ``seconds`` they separate the workers' speed from start-up and orchestration.
+    images_scored: int = 0
+    shard_seconds: float = 0.0
+
+    @property
+    def images_per_shard_second(self) -> float:
+        """Images per second of one worker busy in a shard (0 when nothing was scored)."""
+        return self.images_scored / self.shard_seconds if self.shard_seconds > 0 else 0.0
 
     @property
     def images_per_second(self) -> float:
@@ -44,12 +53,15 @@ class RunSummary:
     def to_json(self) -> str:
         d = asdict(self)
         d["images_per_second"] = self.images_per_second
+        d["images_per_shard_second"] = self.images_per_shard_second
         return json.dumps(d, indent=2)
 
 
 def summarise(
-    files: list[str], outputs: list[str], run_id: str, results_dir: str, shards_skipped: int, seconds: float
+    files: list[str], outputs: list[str], run_id: str, results_dir: str, shards_skipped: int, seconds: float,
+    scored: tuple[int, float] = (0, 0.0),
 ) -> RunSummary:
+    """``scored``: (images, worker seconds) of the shards this run scored."""
     fs, _ = open_fs(results_dir)
     paths = [open_fs(f)[1] for f in files]
     table = ds.dataset(paths, format="parquet", filesystem=fs).to_table(
@@ -70,7 +82,7 @@ def summarise(
     return RunSummary(
         run_id=run_id, results_dir=results_dir, images=n, ok=ok, errors=n - ok, shards=len(files),
         shards_skipped=shards_skipped, seconds=seconds, errors_by_code=dict(sorted(by_code.items())),
-        scores=scores,
+        scores=scores, images_scored=scored[0], shard_seconds=scored[1],
     )
 
 

@@ -168,7 +168,8 @@ def scoring_metrics(summary: RunSummary, decisions: Mapping[str, int] | None = N
         "images": summary.images, "ok": summary.ok, "errors": summary.errors,
         "error_rate": summary.errors / summary.images if summary.images else 0.0,
         "shards": summary.shards, "shards_skipped": summary.shards_skipped, "seconds": summary.seconds,
-        "images_per_second": summary.images_per_second,
+        "images_per_second": summary.images_per_second, "shard_seconds": summary.shard_seconds,
+        "images_per_shard_second": summary.images_per_shard_second,
     }
     m.update({f"errors.{code}": n for code, n in summary.errors_by_code.items()})
     for col, st in summary.scores.items():
