@@ -231,10 +231,11 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
     models = args.models.split(",")
     work = Path(args.workdir)
     paths = make_collection(work / "images", args.n)
-    source = linked_collection(work / f"set-{args.n}", paths, args.n)  # exactly N files for the flow
+    flow_n = args.flow_n or args.n  # exactly this many files for the flows (hard links beyond n)
+    source = linked_collection(work / f"set-{flow_n}", paths, flow_n)
     sample = paths[: min(len(paths), args.loop_sample)]
     res: dict[str, object] = {"n": len(paths), "models": models, "cpu_count": os.cpu_count(),
-                              "loop_sample": len(sample)}
+                              "loop_sample": len(sample), "flow_n": flow_n}
     if args.memory_only:  # worker memory at n vs big images only: the flows with args.workers
         return memory(res, paths, source, work, models, args)
     res["decode_only"] = isolated(decode_only, sample)
@@ -273,6 +274,7 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--loop-sample", type=int, default=1000, help="images timed in the plain loops")
     ap.add_argument("--models", default=",".join(DEFAULT_MODELS), help="default: the CLI's default set")
     ap.add_argument("--workdir", default="/tmp/iqaflow-bench")
+    ap.add_argument("--flow-n", type=int, default=0, help="images for the 1- and N-worker flows (default: --n)")
     ap.add_argument("--repeat", type=int, default=1, help="alternate the 1- and N-worker flows this many times")
     ap.add_argument("--memory-only", action="store_true", help="only the worker memory at --n vs --big images")
 
