@@ -111,6 +111,11 @@ def plain_loop(paths: list[Path], models: list[str]) -> float:
     return len(paths) / (time.perf_counter() - t0)
 
 
+def _is_worker(role: str) -> bool:
+    """Dask workers are the flow's descendants started by multiprocessing (role: their command line)."""
+    return "multiprocessing" in role
+
+
 class TreeRSS:
     """Samples the resident memory of a process and its descendants; keeps each one's peak."""
 
@@ -145,16 +150,15 @@ class TreeRSS:
                     continue
                 if mb > self.peaks.get(p.pid, (0.0, ""))[0]:
                     self.peaks[p.pid] = (mb, role)
-                if "multiprocessing" in role:
+                if _is_worker(role):
                     largest_worker = max(largest_worker, mb)
             self.worker_samples.append((time.monotonic(), largest_worker))
 
     def summary(self) -> dict[str, float]:
         flow = self.peaks.get(self.root, (0.0, ""))[0]
-        # Dask workers are the flow's descendants started by multiprocessing; the Prefect API server,
-        # when one runs as a subprocess, is reported apart.
-        workers = [mb for pid, (mb, role) in self.peaks.items() if pid != self.root and "multiprocessing" in role]
-        others = [mb for pid, (mb, role) in self.peaks.items() if pid != self.root and "multiprocessing" not in role]
+        # the Prefect API server, when one runs as a subprocess, is reported apart from the workers
+        workers = [mb for pid, (mb, role) in self.peaks.items() if pid != self.root and _is_worker(role)]
+        others = [mb for pid, (mb, role) in self.peaks.items() if pid != self.root and not _is_worker(role)]
         return {"flow_peak_rss_mb": flow, "worker_peak_rss_mb": max(workers, default=0.0),
                 "workers_seen": len(workers), "other_peak_rss_mb": max(others, default=0.0),
                 "worker_peak_rss_mb_by_quarter": self.quarters()}
@@ -252,14 +256,12 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
     res["flow_1_vs_plain_loop"] = res["flow_1_worker"]["img_s"] / res["plain_loop"]["img_s"]  # type: ignore[index]
     if manys:
         res[f"flow_{args.workers}_workers"] = _median_run(manys)
-        ratios = [m["img_s"] / o["img_s"] for o, m in zip(ones, manys, strict=True)]
-        res[f"scaling_{args.workers}_vs_1_each"] = ratios
-        res[f"scaling_{args.workers}_vs_1"] = float(np.median(ratios))
-        # the same without start-up and orchestration: N workers' images per second while in shards
-        busy = [args.workers * m["images_per_shard_second"] / o["images_per_shard_second"]
-                for o, m in zip(ones, manys, strict=True)]
-        res[f"scaling_in_shards_{args.workers}_vs_1_each"] = busy
-        res[f"scaling_in_shards_{args.workers}_vs_1"] = float(np.median(busy))
+        # end to end, and without start-up and orchestration: N workers' images per second while in shards
+        for name, key, factor in (("scaling", "img_s", 1), ("scaling_in_shards", "images_per_shard_second",
+                                                             args.workers)):
+            ratios = [factor * m[key] / o[key] for o, m in zip(ones, manys, strict=True)]
+            res[f"{name}_{args.workers}_vs_1_each"] = ratios
+            res[f"{name}_{args.workers}_vs_1"] = float(np.median(ratios))
     if args.big:
         memory(res, paths, source, work, models, args,
                res.get(f"flow_{args.workers}_workers", res["flow_1_worker"]))  # type: ignore[arg-type]

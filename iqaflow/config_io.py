@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from iqaflow.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
+DEFAULT_FIX = "see the command's --help for the allowed values"
 
 
 def read_mapping(path: str | Path, example: str | None = None) -> dict[str, Any]:
@@ -63,7 +64,7 @@ def format_error(model: type[BaseModel], err: Mapping[str, Any], origin: str,
 
 
 def validate(model: type[M], values: Mapping[str, Any], origin: str, fix_hints: Mapping[str, str] | None = None,
-             default_fix: str = "see the command's --help for the allowed values") -> M:
+             default_fix: str = DEFAULT_FIX) -> M:
     """``model`` from ``values``; all problems joined into one ConfigError."""
     try:
         return model.model_validate(dict(values))
@@ -74,7 +75,7 @@ def validate(model: type[M], values: Mapping[str, Any], origin: str, fix_hints: 
 
 def load(model: type[M], path: str | Path | None, overrides: Mapping[str, Any] | None = None, *,
          example: str | None = None, fix_hints: Mapping[str, str] | None = None,
-         default_fix: str = "see the command's --help for the allowed values") -> M:
+         default_fix: str = DEFAULT_FIX) -> M:
     """YAML file (if any) overlaid with the flags that were given (``None`` means not given)."""
     values: dict[str, Any] = {}
     origin = "command line"

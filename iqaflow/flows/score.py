@@ -96,11 +96,12 @@ def score_flow(config: RunConfig) -> summary.RunSummary:
             f"First: {failed[0]}"
         )
     skipped = sum(r.skipped for r in results)
+    scored = [r for r in results if not r.skipped]
     outputs = [o for m in config.models for o in scorer_info(m).outputs]
     files = [r.path for r in results] + ([carried.carried_path] if carried and carried.carried_path else [])
     result = summarise_task(
         files, outputs, layout.run_id, layout.results_dir, skipped, time.perf_counter() - t0,
-        (sum(r.rows for r in results if not r.skipped), sum(r.seconds for r in results if not r.skipped)),
+        images_scored=sum(r.rows for r in scored), shard_seconds=sum(r.seconds for r in scored),
     )
     summary.write_summary(result, layout.summary)
     log.info("run %s: %d images, %d errors, results in %s", layout.run_id, result.images, result.errors,

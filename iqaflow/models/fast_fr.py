@@ -152,14 +152,15 @@ def ms_ssim(img: np.ndarray, ref: np.ndarray) -> float:
     return float(np.prod(per_scale**weights, axis=0).mean())
 
 
-def _luminance255(a: np.ndarray) -> np.ndarray:
-    """BT.601 Y on the 0-255 scale, as piq's ``vif_p`` computes it; gray images pass through."""
+def _luminance(a: np.ndarray, scale: float, metric: str) -> np.ndarray:
+    """BT.601 Y (YIQ's Y, as piq's ``rgb2yiq`` and ``vif_p``) of a [0, 1] image times ``scale``; gray
+    images pass through, scaled."""
     a = _as_unit(a)
     if a.ndim == 3 and a.shape[2] == 3:
-        return cv2.transform(a, np.array([[0.299 * 255, 0.587 * 255, 0.114 * 255]], dtype=np.float32))
+        return cv2.transform(a, np.array([[0.299 * scale, 0.587 * scale, 0.114 * scale]], dtype=np.float32))
     if a.ndim != 2:
-        raise ValueError(f"vif expects gray (H, W) or RGB (H, W, 3) images, got shape {a.shape}")
-    return a * np.float32(255)
+        raise ValueError(f"{metric} expects gray (H, W) or RGB (H, W, 3) images, got shape {a.shape}")
+    return a if scale == 1 else a * np.float32(scale)
 
 
 def _centred(a: np.ndarray) -> np.ndarray:
@@ -183,7 +184,7 @@ def vif(img: np.ndarray, ref: np.ndarray) -> float:
             f"vif needs images of at least {VIF_MIN_SIDE}x{VIF_MIN_SIDE} px, got {img.shape[1]}x{img.shape[0]}. "
             "Fix: score larger images"
         )
-    x, y = _centred(_luminance255(img)), _centred(_luminance255(ref))
+    x, y = _centred(_luminance(img, 255, "vif")), _centred(_luminance(ref, 255, "vif"))
     eps, zero, num, den = np.float32(VIF_EPS), np.float32(0), 0.0, 0.0
     for scale in range(4):
         size = 2 ** (4 - scale) + 1
@@ -226,16 +227,6 @@ _PREWITT_X = np.array([[-1.0, 0.0, 1.0]] * 3, dtype=np.float32) / 3
 GMSD_T = 170 / 255.0**2
 
 
-def _luma_unit(a: np.ndarray) -> np.ndarray:
-    """Y of YIQ (BT.601 weights) in [0, 1], as piq's ``rgb2yiq``; one-channel images pass through."""
-    a = _as_unit(a)
-    if a.ndim == 3 and a.shape[2] == 3:
-        return cv2.transform(a, np.array([[0.299, 0.587, 0.114]], dtype=np.float32))
-    if a.ndim != 2:
-        raise ValueError(f"gmsd expects gray (H, W) or RGB (H, W, 3) images, got shape {a.shape}")
-    return a
-
-
 def _gradient_magnitude(a: np.ndarray) -> np.ndarray:
     """Prewitt x/y magnitude with zero padding (torch ``conv2d`` is a correlation, as ``filter2D``)."""
     gx = cv2.filter2D(a, -1, _PREWITT_X, borderType=cv2.BORDER_CONSTANT)
@@ -247,7 +238,7 @@ def gmsd(img: np.ndarray, ref: np.ndarray) -> float:
     """``piq.gmsd(img, ref, data_range=1)``: luminance, zero pad to even (piq pads both sides by the
     same amount), 2x2 average pool, Prewitt gradient magnitudes, standard deviation of their similarity map."""
     _check_pair(img, ref)
-    x, y = _luma_unit(img), _luma_unit(ref)
+    x, y = _luminance(img, 1, "gmsd"), _luminance(ref, 1, "gmsd")
     pad = max(x.shape[0] % 2, x.shape[1] % 2)
     if pad:
         x = cv2.copyMakeBorder(x, 0, pad, 0, pad, cv2.BORDER_CONSTANT, value=0)

@@ -59,9 +59,9 @@ class RunSummary:
 
 def summarise(
     files: list[str], outputs: list[str], run_id: str, results_dir: str, shards_skipped: int, seconds: float,
-    scored: tuple[int, float] = (0, 0.0),
+    images_scored: int = 0, shard_seconds: float = 0.0,
 ) -> RunSummary:
-    """``scored``: (images, worker seconds) of the shards this run scored."""
+    """``images_scored`` and ``shard_seconds``: images and worker seconds of the shards this run scored."""
     fs, _ = open_fs(results_dir)
     paths = [open_fs(f)[1] for f in files]
     table = ds.dataset(paths, format="parquet", filesystem=fs).to_table(
@@ -82,7 +82,7 @@ def summarise(
     return RunSummary(
         run_id=run_id, results_dir=results_dir, images=n, ok=ok, errors=n - ok, shards=len(files),
         shards_skipped=shards_skipped, seconds=seconds, errors_by_code=dict(sorted(by_code.items())),
-        scores=scores, images_scored=scored[0], shard_seconds=scored[1],
+        scores=scores, images_scored=images_scored, shard_seconds=shard_seconds,
     )
 
 
