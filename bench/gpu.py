@@ -98,6 +98,7 @@ def main() -> None:
     ap.add_argument("--workdir", default="/tmp/iqaflow-gpu-bench")
     ap.add_argument("--json", default="bench/gpu.json")
     ap.add_argument("--flow-n", type=int, default=20000, help="images for (e) the full flow (hard links); 0: skip")
+    ap.add_argument("--profile", default=None, help="write a cProfile of the shard loop (b) to this file")
     ap.add_argument("--pyiqa-path", default=None, help="side folder with pyiqa installed, for (f)")
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -145,6 +146,16 @@ def main() -> None:
         # (b) the shard loop on files, default settings; (d) the same on the CPU decode path.
         tensor_path = TensorPath.for_shard("auto", [scorer]) is not None
         shard_img_s = shard_loop("auto")
+        if args.profile:  # where (b)'s time goes, for the next step: one more run under cProfile
+            import cProfile
+            import io
+            import pstats
+
+            prof = cProfile.Profile()
+            prof.runcall(shard_loop, "auto")
+            text = io.StringIO()
+            pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(30)
+            Path(args.profile).write_text(text.getvalue())
         cpu_decode_loop_img_s = shard_loop(False)
 
         # (c) nvjpeg batched decode alone, for reference against PIL decode.

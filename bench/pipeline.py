@@ -214,10 +214,10 @@ def memory(res: dict[str, object], paths: list[Path], source: Path, work: Path, 
            args: argparse.Namespace, small: dict[str, float] | None = None) -> dict[str, object]:
     """Peak RSS per worker on args.n vs args.big images (hard links to the same files), same workers."""
     if small is None:
-        small = full_flow(source, work / "out", args.workers, models, args.shard_size)
+        small = full_flow(source, work / "out", args.workers, models, args.shard_size, device=args.device)
         res[f"flow_{args.workers}_workers"] = small
     big = linked_collection(work / f"linked-{args.big}", paths, args.big)
-    b = full_flow(big, work / "out", args.workers, models, args.shard_size)
+    b = full_flow(big, work / "out", args.workers, models, args.shard_size, device=args.device)
     res[f"flow_{args.workers}_workers_{args.big}"] = b
     res["worker_rss_big_vs_n"] = b["worker_peak_rss_mb"] / small["worker_peak_rss_mb"]
     res["flow_rss_big_vs_n"] = b["flow_peak_rss_mb"] / small["flow_peak_rss_mb"]
@@ -249,9 +249,9 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
     # each ratio compares neighbouring runs and the median of the ratios is reported.
     ones, manys = [], []
     for _ in range(args.repeat):
-        ones.append(full_flow(source, work / "out", 1, models, args.shard_size))
+        ones.append(full_flow(source, work / "out", 1, models, args.shard_size, device=args.device))
         if args.workers > 1:
-            manys.append(full_flow(source, work / "out", args.workers, models, args.shard_size))
+            manys.append(full_flow(source, work / "out", args.workers, models, args.shard_size, device=args.device))
     res["flow_1_worker"] = _median_run(ones)
     res["flow_1_vs_plain_loop"] = res["flow_1_worker"]["img_s"] / res["plain_loop"]["img_s"]  # type: ignore[index]
     if manys:
@@ -278,6 +278,7 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--workdir", default="/tmp/iqaflow-bench")
     ap.add_argument("--flow-n", type=int, default=0, help="images for the 1- and N-worker flows (default: --n)")
     ap.add_argument("--repeat", type=int, default=1, help="alternate the 1- and N-worker flows this many times")
+    ap.add_argument("--device", default="cpu", help="the flows' device: the CPU pipeline unless told (auto, cuda)")
     ap.add_argument("--memory-only", action="store_true", help="only the worker memory at --n vs --big images")
 
 

@@ -15,6 +15,7 @@ EXPECTED_TAKEN = {
     "progressive.jpg": False, "truncated.jpg": False, "empty.jpg": False, "notes.jpg": False,
     "corrupt_scan.jpg": True,  # complete markers, broken entropy data: the decoder rejects it, the CPU path decides
 }
+BROKEN_ENTROPY = {"corrupt_scan.jpg"}  # headers the tensor path takes, data libjpeg rejects
 
 
 def texture(h: int, w: int, seed: int) -> np.ndarray:

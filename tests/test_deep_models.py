@@ -298,6 +298,17 @@ def test_grid_patches_are_deterministic_and_cover_the_image() -> None:
     assert grid_patches(x[..., :20, :40], 32, (1, 1), 256).shape == (1, 2, 32, 32)  # upscaled, not padded
 
 
+def test_grid_patches_of_a_batch_are_each_images_crops_in_order() -> None:
+    x = torch.rand(3, 1, 70, 90, generator=torch.Generator().manual_seed(0))
+    crops = [x[i, :, r : r + 32, c : c + 32] for i in range(3) for r in (0, 38) for c in (0, 58)]  # 2 x 2 grid
+    assert torch.equal(grid_patches(x, 32, None, 256), torch.stack(crops))
+    y = x.clone().requires_grad_()  # the cached index tensors also serve where autograd records
+    with torch.inference_mode():
+        grid_patches(x, 32, None, 256)
+    grid_patches(y, 32, None, 256).sum().backward()
+    assert y.grad is not None and y.grad.sum().item() == 3 * 4 * 32 * 32  # the crops do not overlap
+
+
 # -- converting published checkpoints ------------------------------------------------------------------
 def _seeded(build: Callable[[], torch.nn.Module], seed: int) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from jpegkit import EXPECTED_TAKEN, make_jpegs
+from jpegkit import BROKEN_ENTROPY, EXPECTED_TAKEN, make_jpegs
 
 from iqaflow.config import build_config
 from iqaflow.errors import ConfigError
@@ -29,7 +29,7 @@ from iqaflow.models.weights import WeightsStore
 from iqaflow.schemas.results import Col
 from iqaflow.tasks import decode_gpu
 from iqaflow.tasks.decode import decode
-from iqaflow.tasks.decode_gpu import TensorPath, decode_jpegs
+from iqaflow.tasks.decode_gpu import TensorPath, decode_jpegs, libjpeg_accepts
 from iqaflow.tasks.jpeg_header import exif_orientation, jpeg_header
 from iqaflow.tasks.score import score_members
 
@@ -91,10 +91,21 @@ def test_tensor_decoder_matches_pillow(files: list[Path]) -> None:
     assert worst <= 2, f"decoders differ by up to {worst} grey levels"
 
 
-@pytest.mark.parametrize("device", DEVICES)
+def test_libjpeg_check_rejects_broken_entropy_data(files: list[Path]) -> None:
+    taken = [p for p in files if EXPECTED_TAKEN[p.name]]
+    assert {p.name for p in taken if not libjpeg_accepts(p.read_bytes())} == BROKEN_ENTROPY
+    assert not libjpeg_accepts(b"") and not libjpeg_accepts(b"not an image at all")
+
+
+# On CUDA the entropy check always runs (nvJPEG returns pixels for broken data); on CPU both ways:
+# torchvision's decoder rejects the file itself, or the check keeps it from the decoder.
+@pytest.mark.parametrize(("device", "check"), [("cpu", False), ("cpu", True),
+                                               pytest.param("cuda", True, marks=pytest.mark.gpu)])
 def test_tensor_path_rows_match_cpu_path(
-    files: list[Path], store: WeightsStore, device: str, monkeypatch: pytest.MonkeyPatch
+    files: list[Path], store: WeightsStore, device: str, check: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    if check:
+        monkeypatch.setattr(decode_gpu, "ENTROPY_CHECK_DEVICES", frozenset({device}))
     scorers = _scorers(device)
     uris = [str(p) for p in files]
     cpu = score_members(uris, [None] * len(uris), scorers, "s", batch_size=4, window=4, gpu_decode=False)
@@ -102,7 +113,8 @@ def test_tensor_path_rows_match_cpu_path(
     real = decode_gpu.decode_jpegs
     monkeypatch.setattr(decode_gpu, "decode_jpegs", lambda datas, dev: (sent.append(len(datas)), real(datas, dev))[1])
     fast = score_members(uris, [None] * len(uris), scorers, "s", batch_size=4, window=4, gpu_decode=True)
-    assert sum(sent) == sum(EXPECTED_TAKEN.values())  # the path really ran, on the files it may take
+    # the path really ran, on the files it may take
+    assert sum(sent) == sum(EXPECTED_TAKEN.values()) - (len(BROKEN_ENTROPY) if check else 0)
     for col in META:
         assert fast[col].to_pylist() == cpu[col].to_pylist(), col
     for s in scorers:

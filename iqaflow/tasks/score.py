@@ -315,7 +315,8 @@ def score_members(
     Images of more than ``max_pixels`` pixels are scored downscaled (``decode``; None: at full size).
     """
     domain = domain or DomainSettings()
-    tensor_path = TensorPath.for_shard(gpu_decode, scorers, domain, max_pixels)  # larger: the CPU path downscales
+    tensor_path = TensorPath.for_shard(gpu_decode, scorers, domain, max_pixels,  # larger: the CPU path downscales
+                                      mapper=_decode_pool().map)
     outputs = [o for s in scorers for o in s.info.outputs]
     rows: list[_Row] = []
     with_references = any(s.info.kind == "fr" for s in scorers)
