@@ -26,6 +26,10 @@ class SourceError(IqaflowError):
     """The source collection cannot be listed or is empty."""
 
 
+class StartupError(IqaflowError):
+    """The Prefect API server or the local Dask cluster of a run did not start."""
+
+
 class GateFailed(IqaflowError):
     """A collection gate configured with ``on_fail: fail`` failed; the run's state is Failed."""
 

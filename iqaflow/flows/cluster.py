@@ -134,8 +134,12 @@ class PinnedGPUCluster(LocalCluster):
             raise ValueError(f"expected 1 to {len(self.devices)} workers (one per GPU {self.devices}), got {n}")
         kwargs.setdefault("memory_limit", MEMORY_LIMIT // n)  # LocalCluster splits memory only for n_workers > 0
         super().__init__(n_workers=0, threads_per_worker=1, processes=True, **kwargs)
-        self.scale(n)
-        self.sync(self._correct_state)
+        try:
+            self.scale(n)
+            self.sync(self._correct_state)
+        except Exception:  # as SpecCluster does when its workers fail to start: leave nothing running
+            self.close()
+            raise
 
     def new_worker_spec(self) -> dict[str, Any]:
         free = [d for d in self.devices if d not in self.worker_spec]

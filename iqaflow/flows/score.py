@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -16,6 +15,7 @@ from iqaflow.errors import ConfigError, IqaflowError
 from iqaflow.flows import progress
 from iqaflow.flows.cluster import cluster_for
 from iqaflow.flows.gate import gate_flow, gate_spec_task
+from iqaflow.flows.startup import local_cluster, share_api_with_workers
 from iqaflow.models.registry import is_resolved_name, scorer_info
 from iqaflow.tasks import discover, incremental, plan, print_report, score, score_domain, summary, track
 from iqaflow.tasks import report as html_report
@@ -184,31 +184,14 @@ def _track(config: RunConfig, result: summary.RunSummary, report: Any, html: str
                     "track: false", result.run_id, type(exc).__name__, exc)
 
 
-def share_api_with_workers() -> str:
-    """Point Dask worker processes at this process's Prefect API.
-
-    Without it, every worker process of a local cluster starts an ephemeral API server of its
-    own (seconds each, competing for one database) and leaves it orphaned if the nanny kills
-    the worker. Workers inherit the environment, so exporting the URL before the cluster
-    starts is enough. Workers of an external cluster need PREFECT_API_URL set where they run.
-    """
-    url = os.environ.get("PREFECT_API_URL")
-    if url:
-        return url
-    from prefect.settings import PREFECT_API_URL
-
-    url = PREFECT_API_URL.value()
-    if not url:
-        from prefect.server.api.server import SubprocessASGIServer
-
-        server = SubprocessASGIServer()
-        server.start(timeout=120)  # generous: a loaded 2-core machine takes a while
-        url = server.api_url
-    os.environ["PREFECT_API_URL"] = url
-    return url
-
-
 def run_score(config: RunConfig) -> summary.RunSummary:
-    """Run the flow with the Dask task runner the config asks for."""
-    share_api_with_workers()
-    return score_flow.with_options(task_runner=task_runner_for(config))(config)
+    """Run the flow on the configured Dask scheduler, else on a local cluster started for this run.
+
+    The local cluster starts while the Prefect API server starts, not lazily at the first shard as
+    DaskTaskRunner would; the runner gets its address (duplicate() keeps an address, not a cluster).
+    """
+    if config.dask_address:
+        share_api_with_workers()
+        return score_flow.with_options(task_runner=task_runner_for(config))(config)
+    with local_cluster(cluster_for(config.device, config.workers, config.threads_per_worker)) as cluster:
+        return score_flow.with_options(task_runner=DaskTaskRunner(address=cluster.scheduler_address))(config)
