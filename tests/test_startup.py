@@ -78,6 +78,7 @@ def spy(*args):  # what the workers see, as soon as the cluster is up
 startup._start_cluster = spy
 summary = run_score(cfg)
 out.update(images=summary.images, ok=summary.ok, url=os.environ["PREFECT_API_URL"],
+           analytics=os.environ.get("PREFECT_SERVER_ANALYTICS_ENABLED"),
            leftovers=[c for c in leftovers() if "uvicorn" not in c])
 print(json.dumps(out))
 """
@@ -92,7 +93,7 @@ def test_run_starts_api_and_cluster_together_and_leaves_no_worker(tmp_path: Path
         Image.new("RGB", (64, 48), (40 * i, 90, 200)).save(images / f"{i}.jpg")
     cfg = {"source": str(images), "out": str(tmp_path / "out"), "models": ["sharpness"], "workers": 1,
            "shard_size": 2, "track": False}
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_SERVER_ANALYTICS_ENABLED")}
     env.update(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_LOGGING_LEVEL="ERROR", OMP_NUM_THREADS="1")
     res = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(cfg)], capture_output=True, text=True,
                          env=env, timeout=400)
@@ -111,4 +112,5 @@ def test_run_starts_api_and_cluster_together_and_leaves_no_worker(tmp_path: Path
     assert got["worker_urls"] == [got["url"]]  # ...so Prefect in each worker uses this process's server
     assert got["warmed"] == [True]
     assert (got["images"], got["ok"]) == (4, 4)
+    assert got["analytics"] == "false"  # the server it started (env inherited) calls nowhere off the machine
     assert got["leftovers"] == []  # the run closed its cluster; its API server lives until the process exits

@@ -108,6 +108,9 @@ def _start_server(port: int) -> SubprocessASGIServer:
     """Start Prefect's ephemeral API server on ``port``; stopped again if it does not come up."""
     from prefect.server.api.server import SubprocessASGIServer
 
+    # The server process inherits this: its telemetry service would otherwise call out to Prefect's
+    # servers (a run stays on the machine unless the user opts in).
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # The port-less instance (one per port) is the one Prefect's clients in this process start and
     # use, so this process's flow runs talk to this server.
     server = SubprocessASGIServer()
