@@ -138,7 +138,7 @@ def _too_large(fmt: str, size: tuple[int, int] | None, pixels: int, limit: int, 
     )
 
 
-def _open(data: bytes) -> Image.Image:
+def open_image(data: bytes) -> Image.Image:
     """Open (header only). JPEG skips Pillow's process-wide decompression-bomb check: ``_plan`` bounds it."""
     if data[:3] == b"\xff\xd8\xff":
         try:
@@ -255,7 +255,7 @@ def decode(data: bytes, max_frames: int = 1, max_pixels: int | None = DEFAULT_MA
     if decode_photo.is_radiance(data):  # OpenCV decodes it whole (its own limit: 2**30 pixels), then downscaled
         return _bound_array(decode_photo.decode_with_opencv(data, "HDR"), max_pixels)
     try:
-        img = _open(data)
+        img = open_image(data)
         fmt = img.format or "unknown"
         mode = img.mode
         size = img.size
