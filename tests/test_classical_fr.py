@@ -312,3 +312,25 @@ def test_cuda_scorers_keep_piq_and_agree_with_the_cpu(pairs: list[tuple[np.ndarr
         cpu = create_scorer(name).score_pairs(images, references)
         scorer = create_scorer(name, device="cuda")
         np.testing.assert_allclose(scorer.score_pairs(images, references), cpu, atol=1e-4, err_msg=name)
+
+
+def test_loading_the_registry_leaves_piq_to_first_use() -> None:
+    """Every worker loads the registry at start; piq imports torchvision and torch._dynamo (~1.2 s)."""
+    import json
+    import subprocess
+    import sys
+
+    code = """if 1:
+        import json, sys, torch
+        from iqaflow.models.registry import all_scorers
+        all_scorers()
+        loaded = sorted(m for m in ("piq", "torchvision", "torch._dynamo") if m in sys.modules)
+        from iqaflow.models.classical_fr import psnr
+        db = float(psnr(torch.zeros(1, 3, 8, 8), torch.full((1, 3, 8, 8), 0.5)))
+        print(json.dumps([loaded, "piq" in sys.modules, db]))
+    """
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    loaded, piq_after, db = json.loads(res.stdout.strip().splitlines()[-1])
+    assert loaded == [] and piq_after
+    assert db == pytest.approx(10 * np.log10(1 / 0.5**2), abs=1e-4)  # the first use imports and runs piq

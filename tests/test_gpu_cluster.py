@@ -13,10 +13,10 @@ import torch
 from iqaflow.config import build_config
 from iqaflow.errors import ConfigError
 from iqaflow.flows import cluster
-from iqaflow.flows.cluster import WORKER_CONFIG, PinnedGPUCluster, choose_cluster, rotated, visible_gpus
+from iqaflow.flows.cluster import CLUSTER_CONFIG, PinnedGPUCluster, choose_cluster, rotated, visible_gpus
 from iqaflow.schemas.results import Col
 
-QUIET = {"host": "127.0.0.1", "dashboard_address": None, "silence_logs": logging.ERROR, "config": WORKER_CONFIG}
+QUIET = {"host": "127.0.0.1", "dashboard_address": None, "silence_logs": logging.ERROR, "config": CLUSTER_CONFIG}
 
 
 def test_cpu_runs_keep_local_cluster() -> None:
@@ -91,7 +91,7 @@ def test_pinned_cluster_gives_each_worker_its_own_gpu_first() -> None:
 
 @pytest.mark.slow
 def test_workers_of_a_local_cluster_run_without_the_statistical_profiler() -> None:
-    """Its per-second profiles of deep scorer stacks grow worker memory through a run (WORKER_CONFIG)."""
+    """Its per-second profiles of deep scorer stacks grow worker memory through a run (CLUSTER_CONFIG)."""
     from distributed import Client, LocalCluster
 
     choice = choose_cluster("cpu", [], False, 1)

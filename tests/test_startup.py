@@ -41,6 +41,11 @@ def worker_api_url():  # the URL Prefect in the worker process loaded on import 
     return str(PREFECT_API_URL.value())
 
 
+def intervals(server):  # ms between wake-ups of its periodic callbacks (cluster.CLUSTER_CONFIG)
+    return {k: pc.callback_time for k, pc in server.periodic_callbacks.items()
+            if k in ("tick", "monitor", "memory_monitor", "profile")}
+
+
 out = {}
 cfg = build_config(json.loads(sys.argv[1]))
 # A worker that cannot start: the cluster's start fails, and the server started meanwhile is stopped.
@@ -61,7 +66,10 @@ free_port, startup._free_port = startup._free_port, lambda: taken.getsockname()[
 with startup.local_cluster(choice) as cluster, Client(cluster) as client:
     out["moved"] = {"taken": taken.getsockname()[1], "url": os.environ["PREFECT_API_URL"],
                     "workers": sorted(set(client.run(os.environ.get, "PREFECT_API_URL").values())),
-                    "warmed": list(client.run(warmed).values())}  # the restarted workers too
+                    "warmed": list(client.run(warmed).values()),  # the restarted workers too
+                    "intervals": {"scheduler": intervals(cluster.scheduler),
+                                  "nannies": [intervals(n) for n in cluster.workers.values()],
+                                  "workers": list(client.run(lambda dask_worker: intervals(dask_worker)).values())}}
 from prefect.server.api.server import SubprocessASGIServer
 SubprocessASGIServer().stop()  # as at exit, so that the run below starts its own
 del os.environ["PREFECT_API_URL"]
@@ -106,6 +114,10 @@ def test_run_starts_api_and_cluster_together_and_leaves_no_worker(tmp_path: Path
     moved = got["moved"]
     assert f":{moved['taken']}/" not in moved["url"] and moved["workers"] == [moved["url"]]
     assert moved["warmed"] == [True]
+    # Dask's defaults would be 20 ms ticks, 500 ms system monitor, 100 ms memory monitor, 10 ms profiler
+    every = {"tick": 500, "monitor": 2000, "memory_monitor": 500}  # and no "profile" (10 ms)
+    assert moved["intervals"] == {"scheduler": {"tick": 500, "monitor": 2000}, "nannies": [every],
+                                  "workers": [every]}
 
     assert got["url"].startswith("http://127.0.0.1:") and got["url"].endswith("/api")
     assert got["worker_env"] == [got["url"]]  # exported before the workers spawned...

@@ -20,11 +20,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
 
+import dask
 from distributed import Client
 from distributed.deploy.cluster import Cluster
 
 from iqaflow.errors import StartupError
-from iqaflow.flows.cluster import ClusterChoice
+from iqaflow.flows.cluster import CLUSTER_CONFIG, ClusterChoice
 from iqaflow.flows.warm import WarmWorker
 
 if TYPE_CHECKING:
@@ -128,7 +129,8 @@ def _start_cluster(stack: ExitStack, cluster_class: type[Cluster], kwargs: dict[
     """Start the cluster, to be closed with ``stack``, and warm its workers (``warm``)."""
     name = cluster_class.__name__
     try:
-        cluster = stack.enter_context(cluster_class(**kwargs))  # a failed start closes what it began
+        with dask.config.set(CLUSTER_CONFIG):  # read as the scheduler and the nannies are made, here
+            cluster = stack.enter_context(cluster_class(**kwargs))  # a failed start closes what it began
     except Exception as exc:
         raise StartupError(f"the local Dask cluster ({name}) did not start ({_why(exc)}). "
                            "Fix: see the worker errors above, or set dask_address to a running Dask scheduler") from exc

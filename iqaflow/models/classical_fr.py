@@ -19,11 +19,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from types import ModuleType
 from typing import ClassVar
 
 import cv2
 import numpy as np
-import piq
 import torch
 
 from iqaflow.models import fast_fr
@@ -41,9 +41,17 @@ MAX_BATCH_ELEMENTS = 1 << 24
 PSNR_MAX_DB = 80.0
 
 
+def _piq() -> ModuleType:
+    """piq, imported at first use: it imports torchvision and with it torch._dynamo, ~1.2 s of CPU at
+    every worker's start that a run without these FR scorers would pay for nothing."""
+    import piq
+
+    return piq
+
+
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """PSNR in dB over all channels; at most 80 dB (identical images)."""
-    return piq.psnr(x, y, data_range=1.0, reduction="none")
+    return _piq().psnr(x, y, data_range=1.0, reduction="none")
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor, downsample: bool = True) -> torch.Tensor:
@@ -53,7 +61,7 @@ def ssim(x: torch.Tensor, y: torch.Tensor, downsample: bool = True) -> torch.Ten
     ``ssim.m`` does to model viewing distance; without it the result equals skimage's
     ``structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False)``.
     """
-    return piq.ssim(
+    return _piq().ssim(
         x, y, kernel_size=SSIM_WINDOW, kernel_sigma=SSIM_SIGMA, data_range=1.0, reduction="none",
         downsample=downsample, k1=SSIM_K1, k2=SSIM_K2,
     )
@@ -66,7 +74,7 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     measure with fewer scales: scores from different scale counts are not comparable.
     """
     fast_fr.check_ms_ssim_size(*x.shape[-2:])
-    return piq.multi_scale_ssim(
+    return _piq().multi_scale_ssim(
         x, y, kernel_size=SSIM_WINDOW, kernel_sigma=SSIM_SIGMA, data_range=1.0, reduction="none",
         k1=SSIM_K1, k2=SSIM_K2,
     )
@@ -74,27 +82,27 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def gmsd(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Gradient Magnitude Similarity Deviation (Xue et al. 2013) on luminance; 0 means identical."""
-    return piq.gmsd(x, y, data_range=1.0, reduction="none")
+    return _piq().gmsd(x, y, data_range=1.0, reduction="none")
 
 
 def vif(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Pixel-domain VIF (Sheikh & Bovik 2006) on luminance; ``x`` distorted, ``y`` reference."""
-    return piq.vif_p(x, y, data_range=1.0, reduction="none")
+    return _piq().vif_p(x, y, data_range=1.0, reduction="none")
 
 
 def fsim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """FSIMc (Zhang et al. 2011): phase congruency and gradient similarity, plus chroma."""
-    return piq.fsim(x, y, data_range=1.0, reduction="none", chromatic=True)
+    return _piq().fsim(x, y, data_range=1.0, reduction="none", chromatic=True)
 
 
 def vsi(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """VSI (Zhang, Shen & Li 2014): saliency-weighted similarity in LMN colour space."""
-    return piq.vsi(x, y, data_range=1.0, reduction="none")
+    return _piq().vsi(x, y, data_range=1.0, reduction="none")
 
 
 def haarpsi(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """HaarPSI (Reisenhofer et al. 2018) on YIQ with piq's default 3 scales and subsampling."""
-    return piq.haarpsi(x, y, data_range=1.0, reduction="none")
+    return _piq().haarpsi(x, y, data_range=1.0, reduction="none")
 
 
 def to_tensor(images: Sequence[np.ndarray], device: str = "cpu") -> torch.Tensor:
