@@ -209,9 +209,9 @@ def full_flow(folder: Path, out: Path, workers: int | None, models: list[str], s
     # where the time that does not scale with workers goes: start-up, report and exit; listing, the
     # summary and the last shards ending apart (shard_seconds adds up every worker's time in shards)
     row["outside_flow_s"] = row["wall_s"] - row["flow_seconds"]
-    if workers is None:  # the flow's default
-        from iqaflow.flows.cluster import CPU_WORKERS as workers
-    row["in_flow_outside_shards_s"] = row["flow_seconds"] - row["shard_seconds"] / workers
+    from iqaflow.flows.cluster import CPU_WORKERS  # not at the top: the timed child processes import this module
+
+    row["in_flow_outside_shards_s"] = row["flow_seconds"] - row["shard_seconds"] / (workers or CPU_WORKERS)
     shutil.rmtree(out, ignore_errors=True)
     return row
 

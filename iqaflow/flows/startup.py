@@ -9,7 +9,6 @@ cluster starts in the calling thread.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import random
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import dask
 from distributed import Client
 from distributed.deploy.cluster import Cluster
+from prefect.utilities.importtools import from_qualified_name
 
 from iqaflow.errors import StartupError
 from iqaflow.flows.cluster import CLUSTER_CONFIG, ClusterChoice
@@ -69,7 +69,7 @@ def local_cluster(choice: ClusterChoice) -> Iterator[Cluster]:
     The cluster is closed on exit; the server, like Prefect's own ephemeral one, lives until this
     process exits, for later runs here. If either start fails, neither is left running.
     """
-    cluster_class = _qualified(choice.cluster_class)
+    cluster_class: type[Cluster] = from_qualified_name(choice.cluster_class)  # as DaskTaskRunner resolves it
     failed = ExitStack()  # what a failed start undoes
     failed.callback(_restore_env, os.environ.get("PREFECT_API_URL"))
     with ExitStack() as stack:
@@ -178,9 +178,3 @@ def _restore_env(value: str | None) -> None:
         os.environ.pop("PREFECT_API_URL", None)
     else:
         os.environ["PREFECT_API_URL"] = value
-
-
-def _qualified(name: str) -> type[Cluster]:
-    module, _, attr = name.rpartition(".")
-    cls: type[Cluster] = getattr(importlib.import_module(module), attr)
-    return cls

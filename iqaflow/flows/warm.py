@@ -18,7 +18,7 @@ class WarmWorker(WorkerPlugin):
     def setup(self, worker: Any) -> None:
         """Import what the first shard task needs, while the Prefect API server starts.
 
-        The flow module that the pickled task refers to (prefect, torch: ~5 s of CPU) and the
+        The flow module that the pickled task refers to (prefect, torch: ~3 s of CPU) and the
         registry's scorer modules (scipy: ~0.3 s; no weights are loaded). Otherwise the first
         shard of each worker pays for them, after the API server is up.
         """
