@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ class Browser:
 
     def __init__(self, executable: str, profile: Path, timeout: float = 60) -> None:
         from conftest import wait_until
+        from servers import http_get
         from websockets.sync.client import connect
 
         profile.mkdir(parents=True, exist_ok=True)
@@ -52,8 +52,8 @@ class Browser:
 
             def page_ready() -> bool:
                 nonlocal pages
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=2) as r:
-                    pages = [t for t in json.loads(r.read()) if t.get("type") == "page"]
+                body = http_get(f"http://127.0.0.1:{port}/json/list")  # None while DevTools is not answering yet
+                pages = [t for t in json.loads(body) if t.get("type") == "page"] if body is not None else []
                 return bool(pages)
 
             wait_until(page_ready, timeout, "chromium page target", interval=0.2)

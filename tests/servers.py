@@ -18,7 +18,8 @@ from typing import Any
 BIN = Path(sys.executable).parent
 
 
-def _get(url: str, timeout: float = 2) -> bytes | None:
+def http_get(url: str, timeout: float = 2) -> bytes | None:
+    """The body of a 200 answer, else None: a server still starting may refuse, or accept and not answer yet."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
             return r.read() if r.status == 200 else None
@@ -62,7 +63,7 @@ class ServerProcess:
 
         assert self.proc is not None, "launch() first"
         try:
-            wait_until(lambda: self.proc.poll() is not None or _get(self.health_url()) is not None, timeout,
+            wait_until(lambda: self.proc.poll() is not None or http_get(self.health_url()) is not None, timeout,
                        self.name, interval=0.5)
         except TimeoutError:
             self.close()
