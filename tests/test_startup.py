@@ -67,6 +67,7 @@ with startup.local_cluster(choice) as cluster, Client(cluster) as client:
     out["moved"] = {"taken": taken.getsockname()[1], "url": os.environ["PREFECT_API_URL"],
                     "workers": sorted(set(client.run(os.environ.get, "PREFECT_API_URL").values())),
                     "warmed": list(client.run(warmed).values()),  # the restarted workers too
+                    "saturation": cluster.scheduler.WORKER_SATURATION,
                     "intervals": {"scheduler": intervals(cluster.scheduler),
                                   "nannies": [intervals(n) for n in cluster.workers.values()],
                                   "workers": list(client.run(lambda dask_worker: intervals(dask_worker)).values())}}
@@ -122,6 +123,7 @@ def test_run_starts_api_and_cluster_together_and_leaves_no_worker(tmp_path: Path
     every = {"tick": 500, "monitor": 2000, "memory_monitor": 500}  # and no "profile" (10 ms)
     assert moved["intervals"] == {"scheduler": {"tick": 500, "monitor": 2000}, "nannies": [every],
                                   "workers": [every]}
+    assert moved["saturation"] == 1.0  # one shard at a time per worker thread; Dask's default 1.1 gives two
 
     assert got["url"].startswith("http://127.0.0.1:") and got["url"].endswith("/api")
     assert got["worker_env"] == [got["url"]]  # exported before the workers spawned...

@@ -35,6 +35,9 @@ CPU_WORKERS = 2  # local worker processes when the config does not say
 #   monitor (100 ms) woke the scheduler's loop 105 times a second, 4.4% of a core, and each worker's
 #   loop 1.7%: CPU the scorers lose when workers fill the cores. With these: 1.0% and 0.3% (2 workers
 #   on 2 cores). Memory limits are still enforced, within half a second.
+# - Each single-threaded worker is given one shard at a time, not Dask's 1.1 x threads rounded up (2): a
+#   shard waiting on a busy worker is one the worker that finishes first cannot take, so the run's end
+#   could wait for a whole shard scored by one worker while the others idle.
 # Users who want Dask's defaults or the dashboard run their own cluster (dask_address).
 CLUSTER_CONFIG: dict[str, Any] = {
     "distributed.worker.profile.enabled": False,
@@ -42,6 +45,7 @@ CLUSTER_CONFIG: dict[str, Any] = {
     "distributed.admin.system-monitor.interval": "2s",
     "distributed.admin.system-monitor.disk": False,
     "distributed.worker.memory.monitor-interval": "500ms",
+    "distributed.scheduler.worker-saturation": 1.0,
 }
 _COMMON: dict[str, Any] = {
     "host": "127.0.0.1", "dashboard_address": None, "silence_logs": logging.ERROR, "config": CLUSTER_CONFIG,

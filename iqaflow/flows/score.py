@@ -76,7 +76,8 @@ def score_flow(config: RunConfig) -> summary.RunSummary:
                                    config.shard_size)
         log.info("incremental: %d unchanged images carried over, %d to score", carried.carried, carried.to_score)
         n = carried.to_score
-    plans = plan_task(layout.manifest, layout.results_dir, fingerprint)
+    kept = [carried.carried_path] if carried and carried.carried_path else []
+    plans = plan_task(layout.manifest, layout.results_dir, fingerprint, kept)
     log.info("run %s: %d images in %d shards", layout.run_id, n, len(plans))
 
     gate_spec = gate_spec_task(config.gates, config.outputs()) if config.gates else None
@@ -98,7 +99,7 @@ def score_flow(config: RunConfig) -> summary.RunSummary:
     skipped = sum(r.skipped for r in results)
     scored = [r for r in results if not r.skipped]
     outputs = [o for m in config.models for o in scorer_info(m).outputs]
-    files = [r.path for r in results] + ([carried.carried_path] if carried and carried.carried_path else [])
+    files = [r.path for r in results] + kept
     result = summarise_task(
         files, outputs, layout.run_id, layout.results_dir, skipped, time.perf_counter() - t0,
         images_scored=sum(r.rows for r in scored), shard_seconds=sum(r.seconds for r in scored),
