@@ -88,9 +88,10 @@ def plan_shards(manifest_path: str, results_dir: str, fingerprint: str, keep: It
 
 
 def _remove_unplanned(results_dir: str, planned: set[str]) -> None:
+    """Every planned file is in ``results_dir``, so names are compared: no URL parsing per shard."""
     fs, path = open_fs(results_dir)
-    wanted = {open_fs(p)[1] for p in planned}
-    stale = [f for f in fs.glob(join(path, "part-*.parquet")) if f not in wanted]
+    wanted = {p.rsplit("/", 1)[-1] for p in planned}
+    stale = [f for f in fs.glob(join(path, "part-*.parquet")) if f.rsplit("/", 1)[-1] not in wanted]
     for f in stale:
         fs.rm(f)
     if stale:
