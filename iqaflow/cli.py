@@ -175,6 +175,29 @@ def weights_add(
         console.print(f"{f.name}  sha256={digest}  -> {store.root}")
 
 
+@weights_app.command(
+    "convert-tflite",
+    epilog="Example (how iqaflow/weights/mobilenet_v1_224.pt was made):\n\n  iqaflow weights convert-tflite "
+    "../shared/official/mobilenet/mobilenet_v1_1.0_224_quant_embedding_extractor.tflite mobilenet_v1_224.pt "
+    "--weights iqaflow/weights",
+)
+def weights_convert_tflite(
+    source: Annotated[Path, typer.Argument(help="Quantised TFLite image model (MobileNet v1/v2)")],
+    name: Annotated[str, typer.Argument(help="File name in the store, e.g. mobilenet_v1_224.pt")],
+    weights: Annotated[str | None, typer.Option(help="Weights store [default: $IQAFLOW_WEIGHTS]")] = None,
+) -> None:
+    """Convert a quantised TFLite model into a graph state iqaflow runs in float torch, and store it."""
+    from iqaflow.errors import WeightsError
+    from iqaflow.models.nets.tflite_read import read_tflite
+    from iqaflow.models.weights import WeightsStore
+
+    if not source.is_file():
+        raise WeightsError(f"{str(source)!r} is not a file. Fix: pass the path of a .tflite file")
+    store = WeightsStore.from_env(weights)
+    digest = store.put_state_dict(name, read_tflite(source))
+    console.print(f"{name}  sha256={digest}  -> {store.root}")
+
+
 @app.command(
     epilog="Examples:\n\n  iqaflow fit niqe --pristine ./pristine\n\n"
     "  iqaflow fit brisque --pristine ./pristine --weights s3://bucket/iqaflow-weights/"

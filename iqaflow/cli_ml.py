@@ -39,14 +39,15 @@ def _default_uri(given: str | None) -> str:
 
 
 def _is_default_nr_recipe(config: Path) -> bool:
-    """The default NR recipe has ``model`` and ``pretrain`` sections; a train config has neither."""
+    """A default NR recipe names its ``scorer`` (or, the classic one, has ``model`` and ``pretrain``); a train
+    config has none of these."""
     import yaml
 
     try:
         data = yaml.safe_load(config.read_text())
     except (OSError, yaml.YAMLError):
         return False  # load_train_config reports it with the field and the fix
-    return isinstance(data, dict) and "model" in data and "pretrain" in data
+    return isinstance(data, dict) and ("scorer" in data or ("model" in data and "pretrain" in data))
 
 
 def train(
@@ -108,7 +109,7 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap and the synthetic distortions")] = 0,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI [default: ./mlruns/mlflow.db]")] = None,
     track: Annotated[bool, typer.Option(help="Log the results to MLflow")] = True,
-    cv: Annotated[Path | None, typer.Option(help="Default NR recipe YAML: k-fold CV of iqaflow_nr vs NIQE, BRISQUE, "
+    cv: Annotated[Path | None, typer.Option(help="Default NR recipe YAML: its evaluation table against NIQE, BRISQUE, "
                                             "Laplacian (as evaluate-default)")] = None,
 ) -> None:
     """Scorers against human scores (SRCC, PLCC, KRCC, RMSE + CIs), 2AFC pairs, or the synthetic benchmark."""

@@ -68,12 +68,14 @@ def test_fingerprint_changes_with_models_only() -> None:
 
 def test_every_config_loader_reports_problems_the_same_way(tmp_path: Path) -> None:
     """Run, training and default-model configs share iqaflow.config_io: file, field, expectation, fix."""
+    from iqaflow.default_nr_classic_config import load_recipe as load_classic_recipe
     from iqaflow.default_nr_config import load_recipe
     from iqaflow.train_config import load_train_config
 
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("source: [unclosed\n")
-    for load in (lambda p: load_config(p, {}), lambda p: load_train_config(p, {}), lambda p: load_recipe(p)):
+    for load in (lambda p: load_config(p, {}), lambda p: load_train_config(p, {}), lambda p: load_recipe(p),
+                 lambda p: load_classic_recipe(p)):
         with pytest.raises(ConfigError, match="'.*bad.yaml' is not valid YAML"):
             load(bad_yaml)
         with pytest.raises(ConfigError, match="not found. Fix: pass an existing YAML file"):
@@ -82,6 +84,9 @@ def test_every_config_loader_reports_problems_the_same_way(tmp_path: Path) -> No
     nested.write_text("model:\n  krr_alpah: 0.2\n")
     with pytest.raises(ConfigError, match=r"config recipe.yaml: unknown key 'model.krr_alpah'. Fix: remove it "
                                           r"\(did you mean 'krr_alpha'\?\)"):
+        load_classic_recipe(nested)
+    nested.write_text("train: []\nregressor:\n  pcaa: 12\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'regressor.pcaa'. Fix: remove it \(did you mean 'pca'\?\)"):
         load_recipe(nested)
     with pytest.raises(ConfigError, match=r"command line: field 'epochs': expected .*; got -1"):
         load_train_config(None, {"data": str(tmp_path), "epochs": -1})

@@ -9,6 +9,7 @@ import torch
 from iqaflow.models import weights
 from iqaflow.models.deep import TorchScorer
 from iqaflow.models.deep_zoo import Dbcnn, Dists, HyperIqa, Kang, LpipsAlex, LpipsVgg
+from iqaflow.models.default_nr import IqaflowNR
 from iqaflow.models.weights import WeightsStore
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
@@ -33,7 +34,8 @@ def _score(scorer: TorchScorer, imgs: list[np.ndarray]) -> np.ndarray:
     return scorer.score(imgs)
 
 
-@pytest.mark.parametrize("cls", [LpipsAlex, LpipsVgg, Dists, Kang, Dbcnn, HyperIqa], ids=lambda c: c.info.name)
+@pytest.mark.parametrize("cls", [LpipsAlex, LpipsVgg, Dists, Kang, Dbcnn, HyperIqa, IqaflowNR],
+                         ids=lambda c: c.info.name)
 def test_amp_on_cuda_matches_fp32_cpu(cls: type[TorchScorer], tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(weights, "_store", WeightsStore(str(tmp_path)))
     cls.make_test_weights(weights.get_store(), seed=0)
@@ -41,6 +43,7 @@ def test_amp_on_cuda_matches_fp32_cpu(cls: type[TorchScorer], tmp_path, monkeypa
     cpu, gpu = cls(), cls()
     cpu.setup("cpu")
     gpu.setup("cuda")
+    cpu.cpu_bf16 = False  # the fp32 reference
     ref, got = _score(cpu, imgs), _score(gpu, imgs)
     assert got.shape == ref.shape and np.isfinite(got).all()
     scale = np.abs(ref).max()

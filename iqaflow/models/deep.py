@@ -113,6 +113,9 @@ class TorchScorer(Scorer):
     # Images converted and cut into inputs together by ``score_tensors``: enough to spread the kernel
     # launches and Python of preprocessing, few enough that a CPU keeps the work in its caches.
     prepare_chunk: int = 8
+    # bfloat16 autocast on CPU: only where the CPU has it natively (``device.native_bf16``) and the
+    # scorer's accuracy was measured with it; False runs fp32.
+    cpu_bf16: bool = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -194,7 +197,9 @@ class TorchScorer(Scorer):
         import torch
 
         device_type = torch.device(self.device).type
-        with torch.autocast(device_type, dtype=torch.float16, enabled=device_type == "cuda"):
+        cuda = device_type == "cuda"
+        dtype = torch.float16 if cuda else torch.bfloat16
+        with torch.autocast(device_type, dtype=dtype, enabled=cuda or self.cpu_bf16):
             return self.net(*inputs).float().reshape(-1)  # type: ignore[misc]
 
     def _run(self, items: list[tuple[torch.Tensor, ...]]) -> np.ndarray:

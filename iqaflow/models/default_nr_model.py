@@ -30,7 +30,7 @@ _P_CLIP = 1e-3  # quantile probabilities are kept in [p, 1 - p]: z within about 
 
 @dataclass(frozen=True)
 class FitSettings:
-    """Hyper-parameters of ``fit``; the recipe YAML sets them (``configs/default_nr.yaml``)."""
+    """Hyper-parameters of ``fit``; the recipe YAML sets them (``configs/default_nr_classic.yaml``)."""
 
     quantiles: int = 100
     krr_alpha: float = 0.1

@@ -38,6 +38,7 @@ _BUILTIN_MODULES: tuple[str, ...] = (
     "iqaflow.models.classical_nr_extra",
     "iqaflow.models.nss",
     "iqaflow.models.default_nr",
+    "iqaflow.models.default_nr_classic",
     "iqaflow.models.deep_zoo",
     "iqaflow.models.classical_fr",
     "iqaflow.models.medical",

@@ -1,153 +1,186 @@
-"""Units of ``iqaflow evaluate-default``: k-fold content-split CV of the default NR recipe against baselines.
+"""Units of ``iqaflow evaluate-default`` for ``iqaflow_nr``: agreement on images no model learnt from.
 
-Per fold, ``iqaflow_nr`` is re-trained by the recipe on the other folds (features and synthetic pre-training
-set are computed once: they depend on no label) and scored on the held-out fold. The classical baselines
-need no human score: NIQE and BRISQUE are fitted on a pristine folder (as ``iqaflow fit`` does) and the
-variance of the Laplacian has no parameters, so they are scored once and measured on the same folds.
-``brisque (trained on folds)`` is BRISQUE's published protocol: its 36 features with the recipe's
-regressor trained on the other folds' human scores.
+Two held-out views of the same question:
+
+* the recipe's ``evaluation.test`` set (BIQ2021's official test split), never trained, tuned or selected on;
+* ``evaluation.cross`` (the CLIVE subset): the recipe re-fitted *without* that source is tested on it,
+  a cross-dataset figure (other cameras, other observers, a crowdsourced scale).
+
+Beside them: the shipped ``iqaflow_nr_classic``; NIQE and BRISQUE as ``iqaflow fit`` makes them on Kodak
+(``baseline_pristine``); and the variance of the Laplacian. Every score is signed so higher is better.
 """
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
 from iqaflow.default_nr_config import DefaultNrRecipe
-from iqaflow.evaluation.crossval import CvRow, content_folds, fold_agreement
-from iqaflow.models import default_nr_model as maths
-from iqaflow.models.classical_nr import laplacian_variance
-from iqaflow.models.nss import brisque_features, niqe_distance, niqe_patch_features, rbf_predict
-from iqaflow.tasks.default_nr import RatedSet, SyntheticSet, decode_rgb
+from iqaflow.evaluation.crossval import fold_agreement
+from iqaflow.tasks import default_nr as t
+from iqaflow.tasks.default_nr_train import backbone, source_features
 
-log = logging.getLogger(__name__)
-
-# Variants of the recipe shown with --ablation: what each part adds.
-ABLATIONS: dict[str, dict[str, float]] = {
-    "iqaflow_nr without pre-training": {"pretrain_steps": 0},
-    "iqaflow_nr KRR only": {"krr_weight": 1.0},
-    "iqaflow_nr MLPs only": {"krr_weight": 0.0},
-}
+SourceProgress = Callable[[str, int, int], None]
+PRISTINE = "../shared/data/kodak"
 
 
 @dataclass
-class Baselines:
-    """Signed (higher = better) scores of the untrained baselines, and the BRISQUE features."""
-
-    scores: dict[str, np.ndarray]
-    notes: dict[str, str]
-    brisque_features: np.ndarray
-
-
-def baseline_scores(rated: RatedSet, pristine: str | None,
-                    on_progress: Callable[[int, int], None] | None = None) -> Baselines:
-    """Laplacian variance, and NIQE/BRISQUE fitted on ``pristine`` (skipped without it)."""
-    from iqaflow.models.nss_fit import fit_brisque, fit_niqe, read_images
-
-    niqe = brisque = None
-    notes = {"sharpness": "no parameters (variance of the Laplacian)"}
-    if pristine:
-        images = read_images(pristine)
-        niqe = {k: v.double().numpy() for k, v in fit_niqe(images).items()}
-        brisque = {k: v.double().numpy() for k, v in fit_brisque(images).items()}
-        notes["niqe"] = f"pristine model fitted on {len(images)} images of {pristine}"
-        notes["brisque"] = f"regressor fitted on synthetic distortions of {len(images)} images of {pristine}"
-    paths = rated.paths
-    scores = {k: np.full(len(paths), np.nan) for k in notes}
-    feats = np.full((len(paths), 36), np.nan)
-    for i, path in enumerate(paths):
-        gray = cv2.cvtColor(decode_rgb(path), cv2.COLOR_RGB2GRAY)
-        scores["sharpness"][i] = laplacian_variance(gray)
-        feats[i] = brisque_features(gray)
-        if niqe is not None and brisque is not None:
-            patches, _ = niqe_patch_features(gray, int(niqe["patch"]))
-            scores["niqe"][i] = -niqe_distance(patches, niqe["mu"], niqe["cov"])  # lower is better: negate
-            scores["brisque"][i] = -float(rbf_predict(feats[i], brisque)[0])
-        if on_progress is not None:
-            on_progress(i + 1, len(paths))
-    return Baselines(scores, notes, feats)
-
-
-def cross_validate(
-    recipe: DefaultNrRecipe, rated: RatedSet, synthetic: SyntheticSet | None, baselines: Baselines | None = None,
-    ablation: bool = False, on_fold: Callable[[str, int], None] | None = None,
-) -> list[CvRow]:
-    """One row per model: iqaflow_nr (re-trained per fold), its ablations, then the baselines. With
-    ``evaluation.repeats`` > 1 the k-fold split is redrawn (seeds ``seed``, ``seed + 1``, ...) and every
-    fold of every repeat counts once."""
-    k, n = recipe.evaluation.folds, len(rated.mos)
-    splits = [content_folds(n, k, recipe.seed + r) for r in range(recipe.evaluation.repeats)]
-    settings = recipe.fit_settings()
-    syn_x, pairs = (synthetic.features, synthetic.pairs()) if synthetic is not None else (None, None)
-    variants = {"iqaflow_nr": settings}
-    if ablation:
-        variants.update({name: replace(settings, **change) for name, change in ABLATIONS.items()})
-
-    def run(name: str, note: str, x: np.ndarray, s: maths.FitSettings, sx: np.ndarray | None) -> CvRow:
-        row = CvRow(name, note)
-        for r, folds in enumerate(splits):
-            for test in folds:
-                train = np.setdiff1d(np.arange(n), test)
-                model = maths.fit(x[train], rated.mos[train], s, sx, pairs if sx is not None else None)
-                row.folds.append({**fold_agreement(maths.predict(x[test], model), rated.mos[test]), "repeat": r})
-                if on_fold is not None:
-                    on_fold(name, len(row.folds))
-        return row
-
-    n_train = n - len(splits[0][0])
-    trained_on = f"recipe re-trained on {k - 1} fold{'s' if k > 2 else ''} (~{n_train} images)"
-    rows = [run(name, f"{trained_on}, seed {s.seed}", rated.features, s, syn_x) for name, s in variants.items()]
-    if baselines is not None:
-        rows.append(run("brisque (trained on folds)", "BRISQUE's 36 features, the recipe's KRR trained on the other "
-                        "folds", baselines.brisque_features, replace(settings, krr_weight=1.0), None))
-        for name, values in baselines.scores.items():
-            rows.append(CvRow(name, baselines.notes[name], [
-                {**fold_agreement(values[test], rated.mos[test]), "repeat": r}
-                for r, folds in enumerate(splits) for test in folds]))
-    return rows
+class Row:
+    model: str
+    note: str
+    values: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
 class Speed:
     images: int
-    side: str
-    scorer_per_s: float  # features + prediction, CPU time of one thread
-    with_decode_per_s: float  # file read + decode + colour conversion + scoring
+    with_decode_per_s: float
+    bf16: bool
 
 
-def measure_speed(paths: list[str], n: int) -> Speed:
-    """Images per second per core of the shipped ``iqaflow_nr`` (OpenCV and torch held to one thread)."""
-    from contextlib import nullcontext
+@dataclass
+class Curation:
+    """A reject rule learnt from labels on one half of the test set, checked on the other half."""
+
+    model: str
+    threshold: float
+    precision: float
+    recall: float
+    rejected: float  # share of the checked half that the rule rejects
+
+
+@dataclass
+class Report:
+    sets: list[str]
+    rows: list[Row]
+    speed: Speed | None
+    curation: list[Curation] = field(default_factory=list)
+
+
+BAD_BELOW = 0.4  # MOS (0-1) under which an image is "bad" in the curation scenario
+TARGET_RECALL = 0.8
+
+
+def curation(model: str, scores: np.ndarray, mos: np.ndarray, seed: int = 0) -> Curation:
+    """Reject ``score <= t``, with t the highest cut that catches ``TARGET_RECALL`` of the bad images of a
+    seeded half; precision and recall are measured on the other half (scores signed: higher is better)."""
+    order = np.random.default_rng(seed).permutation(len(mos))
+    learn, check = order[: len(order) // 2], order[len(order) // 2 :]
+    bad_scores = np.sort(scores[learn][mos[learn] < BAD_BELOW])
+    if len(bad_scores) == 0:
+        return Curation(model, float("nan"), float("nan"), float("nan"), float("nan"))
+    t = float(bad_scores[int(np.ceil(TARGET_RECALL * len(bad_scores))) - 1])
+    rejected = scores[check] <= t
+    bad = mos[check] < BAD_BELOW
+    precision = float((rejected & bad).sum() / max(rejected.sum(), 1))
+    return Curation(model, t, precision, float((rejected & bad).sum() / max(bad.sum(), 1)), float(rejected.mean()))
+
+
+def _baselines(paths: Sequence[str], on_progress: Callable[[int, int], None] | None) -> tuple[dict, dict]:
+    """Signed scores of the classic scorer, NIQE, BRISQUE (fitted on Kodak) and the Laplacian."""
+    from pathlib import Path
 
     from iqaflow.models.registry import create_scorer
+    from iqaflow.tasks.default_nr_classic import decode_rgb
+    from iqaflow.tasks.evaluate_default_classic import baseline_scores
 
+    pristine = PRISTINE if Path(PRISTINE).is_dir() else None
+    base = baseline_scores(_Paths(list(paths)), pristine, on_progress)
+    classic = create_scorer("iqaflow_nr_classic")
+    scores = {"iqaflow_nr_classic": np.array([float(classic.score([decode_rgb(p)])[0, 0]) for p in paths])}
+    scores.update(base.scores)
+    return scores, base.notes
+
+
+@dataclass
+class _Paths:
+    paths: list[str]
+
+
+def measure_speed(name: str, paths: Sequence[str], n: int) -> Speed:
+    """Images per second of a shipped scorer on one thread: file read, decode, views, network."""
+    import torch
+
+    from iqaflow.models.registry import create_scorer
+    from iqaflow.tasks.default_nr_classic import decode_rgb
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
-        from threadpoolctl import threadpool_limits  # numpy's BLAS pool, when installed
-    except ImportError:  # pragma: no cover
-        threadpool_limits = None
-    threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    limits = threadpool_limits(1) if threadpool_limits is not None else nullcontext()
-    try:
-        scorer = create_scorer("iqaflow_nr")
-        paths = paths[:n]
-        images = [decode_rgb(p) for p in paths]
-        scorer.score(images[:2])  # warm-up: scratch planes, lazy imports
-        t0 = time.process_time()
-        for img in images:
-            scorer.score([img])
-        scorer_s = time.process_time() - t0
-        t0 = time.process_time()
-        for p in paths:
-            scorer.score([decode_rgb(p)])
-        full_s = time.process_time() - t0
+        scorer = create_scorer(name)
+        scorer.score([decode_rgb(p) for p in paths[:2]])  # warm-up
+        batch = 16
+        t0 = time.perf_counter()
+        for s in range(0, min(n, len(paths)), batch):
+            scorer.score([decode_rgb(p) for p in paths[s : min(s + batch, n)]])
+        took = time.perf_counter() - t0
     finally:
-        cv2.setNumThreads(threads)
-        limits.__exit__(None, None, None)
-    sides = sorted({f"{img.shape[1]}x{img.shape[0]}" for img in images})
-    return Speed(len(images), ", ".join(sides[:3]), len(images) / max(scorer_s, 1e-9), len(images) / max(full_s, 1e-9))
+        torch.set_num_threads(threads)
+    done = min(n, len(paths))
+    return Speed(done, done / max(took, 1e-9), bool(getattr(scorer, "cpu_bf16", False)))
+
+
+def evaluate(recipe: DefaultNrRecipe, on_progress: SourceProgress | None = None) -> Report:
+    from iqaflow.models.default_nr import HEADS
+    from iqaflow.models.weights import get_store
+
+    graph, backbone_sha = backbone()
+    crops = recipe.views.crops
+    data = {src.name: source_features(recipe, src, graph, backbone_sha, on_progress) for src in recipe.train}
+    sets: list[str] = []
+    held: dict[str, tuple[list[str], np.ndarray, np.ndarray]] = {}  # name -> paths, mos, pooled features
+    test = recipe.evaluation.test
+    if test is not None:
+        rated, feats = source_features(recipe, test, graph, backbone_sha, on_progress)
+        held[test.name] = (rated.paths, rated.mos, t.pooled(feats, crops))
+        sets.append(test.name)
+    cross = recipe.evaluation.cross
+    if cross is not None:
+        rated, feats = data[cross]
+        held[cross] = (rated.paths, rated.mos, t.pooled(feats, crops))
+        sets.append(cross)
+
+    scorer = recipe.scorer
+    shipped = get_store().load_state_dict(HEADS[scorer].info.weights[1])
+    trained_on = set(shipped.get("sources", [s.name for s in recipe.train]))
+    rows = [Row(f"{scorer} (shipped)", f"fitted on {', '.join(sorted(trained_on))}; {shipped['support'].shape[0]} "
+                                        f"support vectors")]
+    test_scores: dict[str, np.ndarray] = {}
+    for name in sets:
+        if name not in trained_on:
+            pred = t.predict(shipped, held[name][2])
+            rows[0].values[name] = fold_agreement(pred, held[name][1])
+            if test is not None and name == test.name:
+                test_scores[scorer] = pred
+    if cross is not None and len(recipe.train) > 1:
+        others = [n for n in data if n != cross]
+        x = np.concatenate([t.pooled(data[n][1], crops) for n in others])
+        y = np.concatenate([data[n][0].mos for n in others])
+        fitted = t.fit_head(x, y, recipe.regressor, recipe.seed)
+        row = Row(f"{scorer} recipe on {' + '.join(others)}", f"the same recipe without {cross}; "
+                  f"C={fitted.c:g}, gamma={fitted.gamma:g}/variance chosen by CV on its training data")
+        for name in sets:
+            row.values[name] = fold_agreement(t.predict(fitted.state, held[name][2]), held[name][1])
+        rows.append(row)
+
+    base_rows: dict[str, Row] = {}
+    for name in sets:
+        paths, mos, _ = held[name]
+        scores, notes = _baselines(paths, None if on_progress is None else
+                                   (lambda i, n, s=name: on_progress(f"baselines on {s}", i, n)))
+        for model, values in scores.items():
+            note = notes.get(model, "shipped weights (fitted on the CLIVE subset)")
+            row = base_rows.setdefault(model, Row(model, note))
+            if not (model == "iqaflow_nr_classic" and name == cross):
+                row.values[name] = fold_agreement(values, mos)
+            if test is not None and name == test.name:
+                test_scores[model] = values
+    rows += list(base_rows.values())
+    speed = None
+    if recipe.evaluation.speed_images > 0 and sets:
+        speed = measure_speed(scorer, held[sets[0]][0], recipe.evaluation.speed_images)
+    cur = [] if test is None else [curation(m, s, held[test.name][1], recipe.seed) for m, s in test_scores.items()]
+    return Report(sets, rows, speed, cur)

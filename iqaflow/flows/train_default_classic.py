@@ -8,9 +8,10 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from iqaflow.default_nr_config import DefaultNrRecipe
-from iqaflow.tasks import default_nr as t
+from iqaflow.default_nr_classic_config import DefaultNrRecipe
+from iqaflow.tasks import default_nr_classic as t
 
+RECIPE = "configs/default_nr_classic.yaml"
 _opts: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
 read_rated_task = task(t.read_rated, name="rated-features", **_opts)
 crops_task = task(t.pristine_crops, name="pristine-crops", **_opts)
@@ -28,7 +29,7 @@ class TrainDefaultResult:
 
 
 @flow(name="iqaflow-train-default", log_prints=False)
-def train_default_flow(recipe: DefaultNrRecipe, recipe_name: str = "configs/default_nr.yaml") -> TrainDefaultResult:
+def train_default_flow(recipe: DefaultNrRecipe, recipe_name: str = RECIPE) -> TrainDefaultResult:
     log = get_run_logger()
     rated = read_rated_task(recipe)
     log.info("features of %d rated images from %s", len(rated.mos), recipe.mos)
@@ -43,5 +44,5 @@ def train_default_flow(recipe: DefaultNrRecipe, recipe_name: str = "configs/defa
                               0 if synthetic is None else len(synthetic.level))
 
 
-def run_train_default(recipe: DefaultNrRecipe, recipe_name: str = "configs/default_nr.yaml") -> TrainDefaultResult:
+def run_train_default(recipe: DefaultNrRecipe, recipe_name: str = RECIPE) -> TrainDefaultResult:
     return train_default_flow(recipe, recipe_name)
