@@ -108,7 +108,7 @@ def evaluate_default(
         report = ev.evaluate(recipe, lambda name, i, n: progress.update(bar, description=name, completed=i, total=n))
     table = Table(title="Agreement with human scores on images the model did not learn from")
     for col in ("model", *(f"{s} {m}" for s in report.sets for m in ("SRCC", "PLCC"))):
-        table.add_column(col, justify="left" if col == "model" else "right")
+        table.add_column(col, justify="left" if col == "model" else "right", no_wrap=col == "model")
     for row in report.rows:
         cells = []
         for s in report.sets:

@@ -255,3 +255,21 @@ def test_training_fits_a_head_the_scorer_runs(tmp_path: Path) -> None:
             for r in rows[:8]]
     fitted = scorer.score(imgs)[:, 0]
     assert srcc(fitted, np.array([float(r["mos"]) for r in rows[:8]])) > 0.5  # its own training images
+
+
+def test_curation_cut_is_learnt_on_one_half_and_checked_on_the_other() -> None:
+    """Against a direct count: the cut catches >= 80% of the learning half's bad images and no fewer."""
+    from iqaflow.tasks.evaluate_default import BAD_BELOW, curation
+
+    rng = np.random.default_rng(3)
+    mos = rng.uniform(0, 1, 400)
+    scores = mos + rng.normal(0, 0.15, 400)
+    c = curation("m", scores, mos, seed=7)
+    order = np.random.default_rng(7).permutation(400)
+    learn, check = order[:200], order[200:]
+    bad_learn = scores[learn][mos[learn] < BAD_BELOW]
+    assert (bad_learn <= c.threshold).mean() >= 0.8 > (bad_learn < c.threshold).mean()
+    rejected, bad = scores[check] <= c.threshold, mos[check] < BAD_BELOW
+    assert c.precision == pytest.approx((rejected & bad).sum() / rejected.sum())
+    assert c.recall == pytest.approx((rejected & bad).sum() / bad.sum())
+    assert c.rejected == pytest.approx(rejected.mean())
