@@ -5,12 +5,13 @@ Two files, both shipped inside the package and pinned by sha256:
 * ``mobilenet_v1_224.pt``: Google's int8 MobileNet v1 (Apache-2.0), converted from its TFLite file by
   ``iqaflow weights convert-tflite`` (``iqaflow.models.nets.tflite_read``) and run in float;
 * ``iqaflow_nr.pt``: the regressor, fitted by ``iqaflow train-default --config configs/default_nr.yaml``
-  on BIQ2021's train split and the CLIVE subset (their notices are in ``iqaflow/weights/NOTICE``).
+  on BIQ2021's train split and the CLIVE subset (their notices are in ``iqaflow/weights/NOTICE``);
+  ``iqaflow_nr_fast.pt`` the same on two views (``configs/default_nr_fast.yaml``).
 
 The views (whole image + native-resolution crops, ``mobilenet_views``) are stacked along the channel axis
 so that the generic ``TorchScorer`` batching sees one input per image; the network unstacks them.
-On CPUs with native bfloat16 (AVX512-BF16, AMX) the backbone runs under bf16 autocast: 2.4x faster on
-one core, features within 0.999 correlation of fp32; the head always runs in fp32.
+On CPUs with native bfloat16 (AVX512-BF16, AMX) the backbone runs in bf16: 2.4x faster on one core,
+features within 0.999 correlation of fp32, and what the heads were fitted on; the head always runs in fp32.
 """
 
 from __future__ import annotations
