@@ -182,16 +182,17 @@ def test_views_are_the_whole_image_then_native_crops() -> None:
 
 def test_tensor_path_scores_like_the_numpy_path() -> None:
     """score_tensors (what the nvJPEG path calls) against score on the same decoded pixels, fp32 on CPU:
-    only float summation order differs, so within 1e-3 MOS points."""
+    both scale by float32 1/255 (colour.convert), so only float summation order differs: within 1e-3 MOS."""
     from PIL import Image
 
+    from iqaflow.models.colour import convert
     from iqaflow.models.registry import create_scorer
 
     scorer = create_scorer("iqaflow_nr")
     scorer.cpu_bf16 = False
     files = sorted((BIQ_TEST / "images").glob("*.jpg"))[:4]
     pixels = [np.asarray(Image.open(f).convert("RGB")) for f in files]
-    numpy_scores = scorer.score([p.astype(np.float32) / 255 for p in pixels])[:, 0]
+    numpy_scores = scorer.score([convert(p, "rgb") for p in pixels])[:, 0]
     tensor_scores = scorer.score_tensors([torch.from_numpy(p.copy()).permute(2, 0, 1) for p in pixels])[:, 0]
     np.testing.assert_allclose(tensor_scores, numpy_scores, atol=1e-3)
 

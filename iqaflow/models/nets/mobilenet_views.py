@@ -17,9 +17,9 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from iqaflow.models.deep import resize
 from iqaflow.models.nets.tflite_graph import TFLiteNet
 
 VIEW = 224
@@ -51,12 +51,6 @@ class ViewSet:
         return 1 + self.crops
 
 
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == size:
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-
-
 def crop_offsets(h: int, w: int, count: int) -> list[tuple[int, int]]:
     """Top-left corners of the centre crop, then the four corner crops."""
     spots = [((h - VIEW) // 2, (w - VIEW) // 2), (0, 0), (0, w - VIEW), (h - VIEW, 0), (h - VIEW, w - VIEW)]
@@ -65,13 +59,14 @@ def crop_offsets(h: int, w: int, count: int) -> list[tuple[int, int]]:
 
 def make_views(x: torch.Tensor, views: ViewSet) -> torch.Tensor:
     """``(N, 3, H, W)`` in [0, 1], one shape -> ``(N, V, 3, 224, 224)``: whole image first, then crops."""
-    out = [_resize(x, (VIEW, VIEW))]
+    out = [resize(x, (VIEW, VIEW))]
     if views.crops:
         h, w = x.shape[-2:]
-        scale = min(views.crop_side / min(h, w), 1.0) if min(h, w) > views.crop_side else max(VIEW / min(h, w), 1.0)
+        short = min(h, w)
+        scale = views.crop_side / short if short > views.crop_side else max(VIEW / short, 1.0)
         if scale != 1.0:
             h, w = max(VIEW, math.floor(h * scale + 0.5)), max(VIEW, math.floor(w * scale + 0.5))
-            x = _resize(x, (h, w))
+            x = resize(x, (h, w))
         out += [x[:, :, y : y + VIEW, c : c + VIEW] for y, c in crop_offsets(h, w, views.crops)]
     return torch.stack(out, dim=1)
 
