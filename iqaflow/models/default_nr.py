@@ -94,7 +94,9 @@ class IqaflowNR(TorchScorer):
         self.net = net.to(device).eval().requires_grad_(False)
         self.device = device
         on_cuda = torch.device(device).type == "cuda"
-        self.cpu_bf16 = not on_cuda and native_bf16()
+        self._bf16 = not on_cuda and native_bf16()
+        if self._bf16:
+            net.backbone.to(torch.bfloat16)
         per = max(1, self.cuda_views_per_batch // self.views.count) if on_cuda else 1
         self.max_batch_pixels = per * VIEW * VIEW  # _run counts one input (the stacked views) per image
 
@@ -106,6 +108,8 @@ class IqaflowNR(TorchScorer):
     def cpu_bf16(self, on: bool) -> None:
         """bf16 on CPU casts the backbone's weights once, here: under autocast alone every call re-cast them
         (5 ms an image). Off rebuilds the fp32 backbone from the graph (a bf16 round trip would lose bits)."""
+        if bool(on) == self._bf16:
+            return
         self._bf16 = bool(on)
         if self.net is None or self._graph is None:
             return
