@@ -108,7 +108,7 @@ def evaluate_default(
             synthetic = t.synthetic_set(t.pristine_crops(recipe), recipe.pretrain.distortions, recipe.seed,
                                         lambda i, n: progress.update(task, completed=i, total=n))
         task = progress.add_task("baselines (NIQE, BRISQUE, Laplacian)", total=None)
-        baselines = ev.baseline_scores(rated, recipe.evaluation.baseline_pristine,
+        baselines = ev.baseline_scores(rated.paths, recipe.evaluation.baseline_pristine,
                                        lambda i, n: progress.update(task, completed=i, total=n))
         k, reps = recipe.evaluation.folds, recipe.evaluation.repeats
         n_trained = 2 + (len(ev.ABLATIONS) if ablation else 0)

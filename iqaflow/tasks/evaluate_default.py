@@ -88,16 +88,11 @@ def _baselines(paths: Sequence[str], on_progress: Callable[[int, int], None] | N
     from iqaflow.tasks.evaluate_default_classic import baseline_scores
 
     pristine = PRISTINE if Path(PRISTINE).is_dir() else None
-    base = baseline_scores(_Paths(list(paths)), pristine, on_progress)
+    base = baseline_scores(paths, pristine, on_progress)
     classic = create_scorer("iqaflow_nr_classic")
     scores = {"iqaflow_nr_classic": np.array([float(classic.score([decode_rgb(p)])[0, 0]) for p in paths])}
     scores.update(base.scores)
     return scores, base.notes
-
-
-@dataclass
-class _Paths:
-    paths: list[str]
 
 
 def measure_speed(name: str, paths: Sequence[str], n: int) -> Speed:

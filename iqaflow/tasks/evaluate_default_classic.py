@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import cv2
@@ -44,9 +44,9 @@ class Baselines:
     brisque_features: np.ndarray
 
 
-def baseline_scores(rated: RatedSet, pristine: str | None,
+def baseline_scores(paths: Sequence[str], pristine: str | None,
                     on_progress: Callable[[int, int], None] | None = None) -> Baselines:
-    """Laplacian variance, and NIQE/BRISQUE fitted on ``pristine`` (skipped without it)."""
+    """Laplacian variance of each image, and NIQE/BRISQUE fitted on ``pristine`` (skipped without it)."""
     from iqaflow.models.nss_fit import fit_brisque, fit_niqe, read_images
 
     niqe = brisque = None
@@ -57,7 +57,6 @@ def baseline_scores(rated: RatedSet, pristine: str | None,
         brisque = {k: v.double().numpy() for k, v in fit_brisque(images).items()}
         notes["niqe"] = f"pristine model fitted on {len(images)} images of {pristine}"
         notes["brisque"] = f"regressor fitted on synthetic distortions of {len(images)} images of {pristine}"
-    paths = rated.paths
     scores = {k: np.full(len(paths), np.nan) for k in notes}
     feats = np.full((len(paths), 36), np.nan)
     for i, path in enumerate(paths):
