@@ -7,13 +7,17 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from iqaflow.errors import IqaflowError
+
+if TYPE_CHECKING:
+    from iqaflow.models.base import Scorer, WeightSpec
+    from iqaflow.models.weights import WeightsStore
 
 app = typer.Typer(
     name="iqaflow",
@@ -143,15 +147,28 @@ def models(
     table = Table(title=f"iqaflow scorers (weights store: {store.root})")
     for col in ("name", "kind", "better", "range", "ready", "outputs", "description"):
         table.add_column(col)
+    states: dict[WeightSpec, str] = {}  # one check per file: several scorers share a backbone
     for name, cls in all_scorers().items():
         info = cls.info
-        states = [store.status(spec) for spec in info.weights]
-        missing = [f"{spec.filename}: {st}" for spec, st in zip(info.weights, states, strict=True) if st != "ready"]
         table.add_row(
             name, info.kind.upper(), "higher" if info.higher_is_better else "lower", info.range_text(),
-            ", ".join(missing) or "yes", ", ".join(info.outputs), info.description,
+            weights_readiness(cls, store, states), ", ".join(info.outputs), info.description,
         )
     console.print(table)
+
+
+def weights_readiness(cls: type[Scorer], store: WeightsStore, states: dict[WeightSpec, str] | None = None) -> str:
+    """"yes", or each file that is not ready, its state and, where the scorer says (``weights_help``), how to
+    supply it: "vgg16-397923af.pth: missing — add torchvision's ImageNet VGG16 with iqaflow weights add"."""
+    states = {} if states is None else states
+    notes = []
+    for spec in cls.info.weights:
+        if spec not in states:
+            states[spec] = store.status(spec)
+        if (state := states[spec]) != "ready":
+            hint = getattr(cls, "weights_help", {}).get(spec.filename)
+            notes.append(f"{spec.filename}: {state}" + (f" — {hint}" if hint else ""))
+    return ", ".join(notes) or "yes"
 
 
 weights_app = typer.Typer(help="Manage the offline weights store.", no_args_is_help=True)
@@ -163,15 +180,31 @@ def weights_add(
     files: Annotated[list[Path], typer.Argument(help="Weight files to copy into the store")],
     weights: Annotated[str | None, typer.Option(help="Weights store [default: $IQAFLOW_WEIGHTS]")] = None,
 ) -> None:
-    """Copy weight files into the store and record their sha256 in its manifest."""
+    """Copy weight files into the store and record their sha256 in its manifest.
+
+    A name that a scorer pins (a published file, e.g. torchvision's vgg16-397923af.pth) takes only those bytes.
+    """
+    import hashlib
+
     from iqaflow.errors import WeightsError
+    from iqaflow.models.registry import all_scorers
     from iqaflow.models.weights import WeightsStore
 
     store = WeightsStore.from_env(weights)
+    pins = {spec.filename: (spec.sha256, cls) for cls in all_scorers().values()
+            for spec in cls.info.weights if spec.sha256}  # fmt: skip
     for f in files:
         if not f.is_file():
             raise WeightsError(f"{str(f)!r} is not a file. Fix: pass the path of a weights file")
-        digest = store.put_bytes(f.name, f.read_bytes())
+        data = f.read_bytes()
+        if f.name in pins and (got := hashlib.sha256(data).hexdigest()) != (pin := pins[f.name][0]):
+            cls = pins[f.name][1]
+            hint = getattr(cls, "weights_help", {}).get(f.name, "the file the scorer's description names")
+            raise WeightsError(
+                f"{str(f)!r} has sha256 {got}, but scorer {cls.info.name!r} pins {f.name!r} to the published "
+                f"file, sha256 {pin}. Fix: {hint}, unmodified"
+            )
+        digest = store.put_bytes(f.name, data)
         console.print(f"{f.name}  sha256={digest}  -> {store.root}")
 
 

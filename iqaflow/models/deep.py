@@ -81,7 +81,12 @@ def grid_patches(x: torch.Tensor, patch: int, grid: tuple[int, int] | None, max_
             rows, cols = max(1, int(rows * f)), max(1, int(cols * f))
     else:
         rows, cols = grid
-    ri, ci = _patch_index(tuple(grid_starts(h, patch, rows)), tuple(grid_starts(w, patch, cols)), patch, str(x.device))
+    return crop_patches(x, patch, grid_starts(h, patch, rows), grid_starts(w, patch, cols))
+
+
+def crop_patches(x: torch.Tensor, patch: int, row_starts: Sequence[int], col_starts: Sequence[int]) -> torch.Tensor:
+    """``(N, C, H, W)`` -> ``(N * R * K, C, patch, patch)``: the crops at every (row, col) start, image by image."""
+    ri, ci = _patch_index(tuple(row_starts), tuple(col_starts), patch, str(x.device))
     crops = x[:, :, ri[:, None, :, None], ci[None, :, None, :]]  # (N, C, rows, cols, patch, patch)
     return crops.permute(0, 2, 3, 1, 4, 5).reshape(-1, x.shape[1], patch, patch)
 

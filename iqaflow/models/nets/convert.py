@@ -1,23 +1,18 @@
 """Map published checkpoints onto the deep scorers' state dicts (key renaming only, no maths).
 
-Pure functions over state dicts: they neither download nor read files. A user loads the
-published files with ``torch.load`` and adds the result to the weights store, e.g. for LPIPS::
+Pure functions over state dicts: they neither download nor read files. The scorers call them at
+``setup`` to assemble their networks from the published parts, unchanged bytes in the weights store:
 
-    import torch, torchvision
-    from iqaflow.models.nets.convert import lpips_state_dict
-    from iqaflow.models.weights import get_store
+* ``lpips_state_dict``: torchvision's ImageNet AlexNet/VGG16 (``alexnet-owt-7be5be79.pth`` /
+  ``vgg16-397923af.pth``) + the lpips v0.1 linear heads (``alex.pth`` / ``vgg.pth``, shipped);
+* ``dists_state_dict``: torchvision's VGG16 + DISTS's ``alpha``/``beta`` (shipped);
+* ``dbcnn_parts_state_dict``: torchvision's VGG16 + DBCNN's pre-trained S-CNN (``scnn.pkl``,
+  shipped) + a bilinear head ``{"fc.weight", "fc.bias"}``.
 
-    # lpips (BSD) ships the linear heads: lpips/weights/v0.1/alex.pth (or vgg.pth); its trunk is
-    # torchvision's ImageNet AlexNet/VGG16 (alexnet-owt-7be5be79.pth / vgg16-397923af.pth).
-    heads = torch.load("alex.pth", map_location="cpu", weights_only=True)
-    trunk = torch.load("alexnet-owt-7be5be79.pth", map_location="cpu", weights_only=True)
-    get_store().put_state_dict("lpips_alex.pt", lpips_state_dict(trunk, heads, "alex"))
-
-DISTS: ``dists_state_dict(vgg16_trunk, torch.load("weights.pt"))`` with the ``alpha``/``beta``
-file of the DISTS_pytorch package. DBCNN and HyperIQA checkpoints already use these module
-names; ``dbcnn_state_dict`` / ``hyperiqa_state_dict`` strip DataParallel's ``module.`` prefix
-and drop what the scoring nets do not hold. Every function checks the result's keys and shapes
-against the target network, so a wrong file fails here, not at scoring time.
+A whole checkpoint converts too: ``dbcnn_state_dict`` / ``hyperiqa_state_dict`` strip
+DataParallel's ``module.`` prefix and drop what the scoring nets do not hold (a fine-tuned DBCNN
+changes both branches, so it is stored whole as ``dbcnn.pt``). Every function checks the result's
+keys and shapes against the target network, so a wrong file fails here, not at scoring time.
 """
 
 from __future__ import annotations
@@ -87,10 +82,31 @@ def dists_state_dict(trunk: Mapping[str, torch.Tensor], alpha_beta: Mapping[str,
     return checked(dists.DISTS(), state)
 
 
+def with_bn_counters(state: State, net: nn.Module) -> State:
+    """Add the BatchNorm ``num_batches_tracked`` counters that checkpoints saved before torch 0.4.1
+    (DBCNN's ``scnn.pkl``) lack; eval-mode BatchNorm never reads them."""
+    counters = {k: v for k, v in net.state_dict().items() if k.endswith(".num_batches_tracked")}
+    return {**{k: torch.zeros_like(v) for k, v in counters.items() if k not in state}, **state}
+
+
 def dbcnn_state_dict(checkpoint: Mapping[str, torch.Tensor]) -> State:
     """A DBCNN checkpoint (``features1``, ``features2``, ``fc``; DataParallel prefix allowed) -> ``DBCNN``."""
     state = {k: v for k, v in strip_prefix(checkpoint).items() if k.split(".")[0] in ("features1", "features2", "fc")}
-    return checked(dbcnn.DBCNN(), state)
+    net = dbcnn.DBCNN()
+    return checked(net, with_bn_counters(state, net))
+
+
+def dbcnn_parts_state_dict(
+    trunk: Mapping[str, torch.Tensor], scnn: Mapping[str, torch.Tensor], head: Mapping[str, torch.Tensor]
+) -> State:
+    """torchvision VGG16 + DBCNN's S-CNN checkpoint (``module.features.N.*``; its ``projection`` and
+    ``classifier``, used only to pre-train it, are dropped) + ``{"fc.weight", "fc.bias"}`` -> ``DBCNN``."""
+    state = {f"features1.{k.removeprefix('features.')}": v for k, v in trunk_features(trunk, 29).items()}
+    scnn = strip_prefix(scnn)
+    state.update({f"features2.{k.removeprefix('features.')}": v for k, v in scnn.items() if k.startswith("features.")})
+    state.update({k: v for k, v in strip_prefix(head).items() if k.startswith("fc.")})
+    net = dbcnn.DBCNN()
+    return checked(net, with_bn_counters(state, net))
 
 
 def hyperiqa_state_dict(checkpoint: Mapping[str, torch.Tensor], backbone: hyperiqa.Backbone = "resnet50") -> State:

@@ -4,7 +4,9 @@ Two branches see the same ImageNet-normalised image: S-CNN, a small net the pape
 classify synthetic distortion type and level (its nine conv-BN-ReLU layers, four with stride 2),
 and the VGG16 trunk up to relu5_3 (authentic distortions). Both end at 1/16 resolution; their
 feature maps are bilinearly pooled (the mean outer product over positions), passed through a
-signed square root and L2 normalisation, and a linear layer gives the score. Module names follow
+square root and L2 normalisation, and a linear layer gives the score. The published S-CNN
+(``scnn.pkl``, pre-trained on distortion type and level) ships with iqaflow; the VGG16 trunk is
+torchvision's ImageNet file, and the linear head comes from fitting to human scores. Module names follow
 the reference code (zwx8981/DBCNN: ``features1`` VGG, ``features2`` S-CNN, ``fc``).
 """
 
@@ -30,11 +32,14 @@ def scnn_features() -> nn.Sequential:
 
 def bilinear_pool(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Mean over positions of the outer product of ``a (N, Ca, H, W)`` and ``b (N, Cb, H, W)``,
-    signed-sqrt and L2-normalised: ``(N, Ca * Cb)``."""
+    square-rooted and L2-normalised: ``(N, Ca * Cb)``.
+
+    ``sqrt(x + 1e-8)`` as the reference code: both branches end in a ReLU, so ``x >= 0`` (the clamp
+    only guards rounding); a signed square root would give 0 instead of 1e-4 where ``x`` is 0.
+    """
     n, ca, h, w = a.shape
     x = torch.bmm(a.reshape(n, ca, h * w), b.reshape(n, b.shape[1], h * w).transpose(1, 2)) / (h * w)
-    x = x.reshape(n, -1)
-    x = torch.sign(x) * torch.sqrt(x.abs() + 1e-8)
+    x = torch.sqrt(x.reshape(n, -1).clamp_min(0) + 1e-8)
     return F.normalize(x, dim=1)
 
 
