@@ -232,7 +232,7 @@ def weights_convert_tflite(
 
 
 @app.command(
-    epilog="Examples:\n\n  iqaflow fit niqe --pristine ./pristine\n\n"
+    epilog="Examples:\n\n  iqaflow fit niqe --pristine ./pristine   # then score with --models niqe_fitted\n\n"
     "  iqaflow fit brisque --pristine ./pristine --weights s3://bucket/iqaflow-weights/"
 )
 def fit(
@@ -240,9 +240,10 @@ def fit(
     pristine: Annotated[Path, typer.Option(help="Folder of pristine (undistorted) images")],
     weights: Annotated[str | None, typer.Option(help="Weights store [default: $IQAFLOW_WEIGHTS]")] = None,
 ) -> None:
-    """Fit NIQE's or BRISQUE's parameters from pristine images and add them to the weights store."""
+    """Fit NIQE's or BRISQUE's parameters to your pristine images for the niqe_fitted / brisque_fitted scorers
+    (niqe and brisque themselves use the published models shipped with iqaflow)."""
     from iqaflow.errors import ConfigError
-    from iqaflow.models.nss_fit import FITTERS, read_images
+    from iqaflow.models.nss_fit import FITTED_SCORER, FITTERS, read_images
     from iqaflow.models.registry import get_scorer_class
     from iqaflow.models.weights import WeightsStore
 
@@ -255,11 +256,12 @@ def fit(
         raise ConfigError(f"no images in {str(pristine)!r}. Fix: put PNG/JPEG/TIFF files directly in that folder")
     console.print(f"fitting {model} on {len(images)} pristine images from {pristine} ...")
     state = FITTERS[model](images)
-    filename = get_scorer_class(model).info.weights[0].filename
+    scorer = FITTED_SCORER[model]
+    filename = get_scorer_class(scorer).info.weights[0].filename
     store = WeightsStore.from_env(weights)
     digest = store.put_state_dict(filename, state)
     detail = ", ".join(f"{k}={float(v):.4g}" for k, v in state.items() if v.ndim == 0 and k != "gamma")
-    console.print(f"{filename}  sha256={digest}  -> {store.root}  ({detail})")
+    console.print(f"{filename}  sha256={digest}  -> {store.root}  ({detail}); score with --models {scorer}")
 
 
 @app.command(epilog="Example:\n\n  iqaflow demo --out demo-output")

@@ -49,7 +49,7 @@ def no_flat_grays(kodak: Path) -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def fitted_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeightsStore]:
     store = configure_store(str(tmp_path_factory.mktemp("nss-weights")))
-    for name in ("niqe", "brisque"):
+    for name in ("niqe_fitted", "brisque_fitted"):
         get_scorer_class(name).make_test_weights(store, seed=0)
     yield store
     configure_store(None)
@@ -301,11 +301,11 @@ def test_niqe_distance_is_the_published_formula() -> None:
 
 
 def test_weights_are_plain_tensors(fitted_store: WeightsStore) -> None:
-    for name in ("niqe", "brisque"):
+    for name in ("niqe_fitted", "brisque_fitted"):
         spec = get_scorer_class(name).info.weights[0]
         state = torch.load(fitted_store.local_path(spec), weights_only=True)  # no pickle code runs
         assert state and all(isinstance(v, torch.Tensor) for v in state.values())
-    niqe = torch.load(fitted_store.local_path(get_scorer_class("niqe").info.weights[0]), weights_only=True)
+    niqe = torch.load(fitted_store.local_path(get_scorer_class("niqe_fitted").info.weights[0]), weights_only=True)
     assert niqe["mu"].shape == (36,) and niqe["cov"].shape == (36, 36) and int(niqe["n_patches"]) > 36
 
 
@@ -314,21 +314,21 @@ def test_missing_weights_name_the_file(tmp_path: Path) -> None:
     configure_store(str(tmp_path / "empty"))
     try:
         with pytest.raises(WeightsError, match="niqe_pristine.pt"):
-            create_scorer("niqe")
+            create_scorer("niqe_fitted")  # the published niqe/brisque fall back to the shipped files
     finally:
         configure_store(previous)
 
 
 def _mean_scores(name: str, crops: list[np.ndarray], distort) -> float:  # noqa: ANN001
     scorer = create_scorer(name)
-    return float(np.nanmean(scorer.score([convert(distort(c), "gray") for c in crops])[:, 0]))
+    return float(np.nanmean(scorer.score([convert(distort(c), scorer.info.colour) for c in crops])[:, 0]))
 
 
-@pytest.mark.parametrize("name", ["niqe", "brisque"])
+@pytest.mark.parametrize("name", ["niqe_fitted", "brisque_fitted", "niqe", "brisque"])
 def test_scores_rise_with_blur_and_noise(name: str, fitted_store: WeightsStore, kodak_images: list[np.ndarray]) -> None:
-    # Test weights come from scikit-image pictures; Kodak crops are unseen content. Averaged over
+    # Fitted test weights come from scikit-image pictures; Kodak crops are unseen content. Averaged over
     # 8 crops (NIQE: 384x384 = 16 patches each), the score must rise strictly with each level.
-    size = 384 if name == "niqe" else 256
+    size = 384 if name.startswith("niqe") else 256
     crops = [img[64 : 64 + size, 128 : 128 + size] for img in kodak_images[::3]]
     blur = [_mean_scores(name, crops, lambda c, s=s: synth.blur(c, s) if s else c) for s in (0, 1.5, 3.0)]
     noise = [_mean_scores(name, crops, lambda c, s=s: synth.noise(c, s, seed=1) if s else c) for s in (0, 12, 30)]
@@ -338,9 +338,10 @@ def test_scores_rise_with_blur_and_noise(name: str, fitted_store: WeightsStore, 
 
 def test_small_images_score_nan(fitted_store: WeightsStore) -> None:
     img = np.random.default_rng(0).random((90, 200), dtype=np.float32)  # < 96 rows: no NIQE patch
-    assert np.isnan(create_scorer("niqe").score([img])[0, 0])
-    assert np.isnan(create_scorer("brisque").score([img[:12]])[0, 0])
-    assert np.isfinite(create_scorer("brisque").score([img])[0, 0])
+    for suffix in ("_fitted", ""):
+        assert np.isnan(create_scorer("niqe" + suffix).score([img])[0, 0])
+        assert np.isnan(create_scorer("brisque" + suffix).score([img[:12]])[0, 0])
+        assert np.isfinite(create_scorer("brisque" + suffix).score([img])[0, 0])
 
 
 def test_fit_niqe_needs_patches() -> None:
@@ -362,7 +363,8 @@ def test_cli_fit_writes_store(tmp_path: Path, kodak: Path) -> None:
     store = tmp_path / "store"
     result = CliRunner().invoke(app, ["fit", "niqe", "--pristine", str(pristine), "--weights", str(store)])
     assert result.exit_code == 0, result.output
-    state = WeightsStore(str(store)).load_state_dict(get_scorer_class("niqe").info.weights[0])
+    assert "niqe_fitted" in result.output  # says which scorer reads the fit
+    state = WeightsStore(str(store)).load_state_dict(get_scorer_class("niqe_fitted").info.weights[0])
     assert int(state["n_images"]) == 3 and state["cov"].shape == (36, 36)
     bad = CliRunner().invoke(app, ["fit", "lpips", "--pristine", str(pristine)])
     assert bad.exit_code != 0

@@ -19,11 +19,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from iqaflow.errors import WeightsError
 from iqaflow.models.base import ScorerInfo, WeightSpec
 from iqaflow.models.deep import TorchScorer
 from iqaflow.models.registry import register
-from iqaflow.models.weights import PACKAGED_DIR, WeightsStore, get_store
+from iqaflow.models.weights import ShippedWeights, get_store
 
 if TYPE_CHECKING:
     import torch
@@ -40,7 +39,7 @@ HEAD_SHA256 = "c2140cdc5aaf23f54fa469ac06edd6fe5f67e3451ae836411ec290d25e84a6a2"
 
 
 @register
-class IqaflowNR(TorchScorer):
+class IqaflowNR(ShippedWeights, TorchScorer):
     info = ScorerInfo(
         name="iqaflow_nr",
         kind="nr",
@@ -65,16 +64,6 @@ class IqaflowNR(TorchScorer):
         self.views: Any = None  # mobilenet_views.ViewSet of the loaded head
         self._graph: dict[str, Any] | None = None
         self._bf16 = False
-
-    @classmethod
-    def make_test_weights(cls, store: WeightsStore, seed: int = 0) -> None:
-        """Pinned hashes admit only the shipped files, so the contract suite gets copies of them."""
-        del seed
-        for spec in cls.info.weights:
-            shipped = PACKAGED_DIR / spec.filename
-            if not shipped.is_file():
-                raise WeightsError(f"shipped weights {str(shipped)!r} are missing. Fix: reinstall iqaflow")
-            store.put_bytes(spec.filename, shipped.read_bytes())
 
     def setup(self, device: str = "cpu") -> None:
         store = get_store()

@@ -14,20 +14,17 @@ Every fit needs only per-tile sums (of x, max(x, 0), their squares and the count
 features come from whole-array OpenCV/BLAS passes into reused scratch planes, with no per-patch
 Python loop: 12-20 ms for a 1024x768 image on one core, depending on the CPU. Scratch memory is
 ~9 float32 planes of the image (~0.9 GB at 24 MP), per thread.
+
+The scorers built on these features are in ``nss_scorers``.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
 
 import cv2
 import numpy as np
 from scipy.special import gammaln
-
-from iqaflow.models.base import PerImageScorer, Scorer, ScorerInfo, WeightSpec
-from iqaflow.models.registry import register
-from iqaflow.models.weights import WeightsStore, get_store
 
 GAMMA_GRID = np.linspace(0.2, 10.0, 9801)
 _LG1, _LG2, _LG3 = gammaln(1 / GAMMA_GRID), gammaln(2 / GAMMA_GRID), gammaln(3 / GAMMA_GRID)
@@ -344,9 +341,13 @@ def niqe_patch_features(gray: np.ndarray, patch: int = NIQE_PATCH) -> tuple[np.n
     The image is cropped to whole ``patch`` x ``patch`` tiles, as the reference code does; an image
     smaller than one tile has no patches.
     """
+    return niqe_patch_features_255(to_luma255(gray, _WS.get(np.shape(gray), 1)[0]), patch)
+
+
+def niqe_patch_features_255(img: np.ndarray, patch: int = NIQE_PATCH) -> tuple[np.ndarray, np.ndarray]:
+    """``niqe_patch_features`` of a float32 luminance image already in 8-bit units (whole numbers 0-255)."""
     if patch % 2 or patch < 8:
         raise ValueError(f"NIQE patch size must be even and >= 8 (it is halved at the second scale), got {patch}")
-    img = to_luma255(gray, _WS.get(np.shape(gray), 1)[0])
     nby, nbx = img.shape[0] // patch, img.shape[1] // patch
     if nby == 0 or nbx == 0:
         return np.empty((0, NIQE_FEATURES)), np.empty(0)
@@ -385,88 +386,3 @@ def rbf_predict(features: np.ndarray, model: dict[str, np.ndarray]) -> np.ndarra
     s = model["support"]
     d2 = np.square(x).sum(1)[:, None] + np.square(s).sum(1)[None, :] - 2 * x @ s.T
     return model["bias"] + np.exp(-model["gamma"] * np.maximum(d2, 0)) @ model["dual"]
-
-
-def _load(spec: WeightSpec) -> dict[str, np.ndarray]:
-    state = get_store().load_state_dict(spec)
-    return {k: v.double().numpy() for k, v in state.items()}
-
-
-def _need_setup(name: str) -> RuntimeError:
-    return RuntimeError(f"scorer {name!r} has no parameters loaded; call setup() first (create_scorer does)")
-
-
-@register
-class Niqe(PerImageScorer):
-    info = ScorerInfo(
-        name="niqe",
-        kind="nr",
-        higher_is_better=False,
-        score_range=(0.0, None),
-        description="NIQE (Mittal 2013): distance of 96x96-patch NSS statistics from a pristine model; "
-        "lower is better. Fit the model with `iqaflow fit niqe`. NaN below 96x96 pixels.",
-        colour="gray",
-        weights=(WeightSpec("niqe_pristine.pt"),),
-    )
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._model: dict[str, np.ndarray] | None = None
-
-    @classmethod
-    def make_test_weights(cls, store: WeightsStore, seed: int = 0) -> None:
-        from iqaflow.models.nss_fit import fit_niqe, test_images
-
-        images = test_images(seed)
-        images += [np.ascontiguousarray(im[:, ::-1]) for im in images]  # mirrors: 2x the patches for 36-d
-        store.put_state_dict(cls.info.weights[0].filename, fit_niqe(images))
-
-    def setup(self, device: str = "cpu") -> None:
-        super().setup(device)
-        self._model = _load(self.info.weights[0])
-
-    def score_one(self, image: np.ndarray) -> tuple[float, ...]:
-        if self._model is None:
-            raise _need_setup(self.info.name)
-        feats, _ = niqe_patch_features(image, int(self._model["patch"]))
-        return (niqe_distance(feats, self._model["mu"], self._model["cov"]),)
-
-
-@register
-class Brisque(Scorer):
-    info = ScorerInfo(
-        name="brisque",
-        kind="nr",
-        higher_is_better=False,
-        score_range=(None, None),
-        description="BRISQUE (Mittal 2012) NSS features with a regressor fitted on synthetic distortions: "
-        "about 0 pristine to 100 severely blurred/noisy/compressed; lower is better. Fit with `iqaflow fit brisque`.",
-        colour="gray",
-        weights=(WeightSpec("brisque_model.pt"),),
-    )
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._model: dict[str, np.ndarray] | None = None
-
-    @classmethod
-    def make_test_weights(cls, store: WeightsStore, seed: int = 0) -> None:
-        from iqaflow.models.nss_fit import fit_brisque, test_crops
-
-        store.put_state_dict(cls.info.weights[0].filename, fit_brisque(test_crops(seed), seed=seed))
-
-    def setup(self, device: str = "cpu") -> None:
-        super().setup(device)
-        self._model = _load(self.info.weights[0])
-
-    def score(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        if self._model is None:
-            raise _need_setup(self.info.name)
-        if not images:
-            return np.empty((0, 1))
-        feats = np.stack([brisque_features(img) for img in images])
-        out = np.full((len(images), 1), np.nan)
-        ok = ~np.isnan(feats).any(axis=1)
-        if ok.any():
-            out[ok, 0] = rbf_predict(feats[ok], self._model)
-        return out

@@ -1,4 +1,5 @@
-"""Fitting the parameters NIQE and BRISQUE need, from pristine images: nothing is downloaded.
+"""Fitting NIQE and BRISQUE parameters to the user's own pristine images (scorers ``niqe_fitted`` and
+``brisque_fitted``; ``niqe`` and ``brisque`` use the published models shipped with iqaflow).
 
 NIQE (Mittal et al. 2013) is fitted as published: a multivariate Gaussian over the features of the
 sharpest 96x96 patches of pristine images. BRISQUE (Mittal et al. 2012) was published with an SVR
@@ -178,5 +179,7 @@ def fit_brisque(
     return state
 
 
-# Scorer name -> fitter; the file name comes from the scorer's ``info.weights``.
+# `iqaflow fit` target -> fitter, and the scorer that reads the result (its ``info.weights`` names the file).
+# The plain ``niqe``/``brisque`` scorers use the published models shipped with iqaflow instead.
 FITTERS: dict[str, Callable[[Sequence[np.ndarray]], dict]] = {"niqe": fit_niqe, "brisque": fit_brisque}
+FITTED_SCORER: dict[str, str] = {"niqe": "niqe_fitted", "brisque": "brisque_fitted"}

@@ -14,12 +14,12 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import fsspec
 
 from iqaflow.errors import WeightsError
-from iqaflow.models.base import WeightSpec
+from iqaflow.models.base import ScorerInfo, WeightSpec
 
 ENV_STORE = "IQAFLOW_WEIGHTS"
 ENV_DOWNLOAD_URL = "IQAFLOW_WEIGHTS_URL"
@@ -160,6 +160,22 @@ class WeightsStore:
         import torch
 
         return torch.load(self.local_path(spec), map_location=map_location, weights_only=True)
+
+
+class ShippedWeights:
+    """Mixin for scorers whose weights are published files shipped in ``iqaflow/weights``: their pinned
+    hashes admit only those files, so ``make_test_weights`` gives a test store copies of them."""
+
+    info: ClassVar[ScorerInfo]
+
+    @classmethod
+    def make_test_weights(cls, store: WeightsStore, seed: int = 0) -> None:
+        del seed
+        for spec in cls.info.weights:
+            shipped = PACKAGED_DIR / spec.filename
+            if not shipped.is_file():
+                raise WeightsError(f"shipped weights {str(shipped)!r} are missing. Fix: reinstall iqaflow")
+            store.put_bytes(spec.filename, shipped.read_bytes())
 
 
 _lock = threading.Lock()

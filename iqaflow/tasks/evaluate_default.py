@@ -6,8 +6,9 @@ Two held-out views of the same question:
 * ``evaluation.cross`` (the CLIVE subset): the recipe re-fitted *without* that source is tested on it,
   a cross-dataset figure (other cameras, other observers, a crowdsourced scale).
 
-Beside them: the shipped ``iqaflow_nr_classic``; NIQE and BRISQUE as ``iqaflow fit`` makes them on Kodak
-(``baseline_pristine``); and the variance of the Laplacian. Every score is signed so higher is better.
+Beside them: the shipped ``iqaflow_nr_classic``; ``niqe`` and ``brisque`` with their published models;
+NIQE and BRISQUE as ``iqaflow fit`` makes them on Kodak (``baseline_pristine``); and the variance of the
+Laplacian. Every score is signed so higher is better.
 """
 
 from __future__ import annotations
@@ -79,8 +80,14 @@ def curation(model: str, scores: np.ndarray, mos: np.ndarray, seed: int = 0) -> 
     return Curation(model, t, precision, float((rejected & bad).sum() / max(bad.sum(), 1)), float(rejected.mean()))
 
 
+# Shipped scorers shown beside the default, with published parameters: name in the table -> scorer.
+PUBLISHED_BASELINES = {"iqaflow_nr_classic": "iqaflow_nr_classic", "niqe (published model)": "niqe",
+                       "brisque (OpenCV's LIVE model)": "brisque"}
+
+
 def _baselines(paths: Sequence[str], on_progress: Callable[[int, int], None] | None) -> tuple[dict, dict]:
-    """Signed scores of the classic scorer, NIQE, BRISQUE (fitted on Kodak) and the Laplacian."""
+    """Signed scores of the classic scorer, the published NIQE and BRISQUE, NIQE and BRISQUE fitted on
+    Kodak, and the Laplacian."""
     from pathlib import Path
 
     from iqaflow.models.registry import create_scorer
@@ -89,10 +96,18 @@ def _baselines(paths: Sequence[str], on_progress: Callable[[int, int], None] | N
 
     pristine = PRISTINE if Path(PRISTINE).is_dir() else None
     base = baseline_scores(paths, pristine, on_progress)
-    classic = create_scorer("iqaflow_nr_classic")
-    scores = {"iqaflow_nr_classic": np.array([float(classic.score([decode_rgb(p)])[0, 0]) for p in paths])}
-    scores.update(base.scores)
-    return scores, base.notes
+    scorers = {row: create_scorer(name) for row, name in PUBLISHED_BASELINES.items()}
+    scores = {row: np.empty(len(paths)) for row in scorers}
+    for i, path in enumerate(paths):
+        rgb = decode_rgb(path)
+        for row, scorer in scorers.items():
+            sign = 1.0 if scorer.info.higher_is_better else -1.0
+            scores[row][i] = sign * float(scorer.score([rgb])[0, 0])
+    scores.update({f"{k} (fitted on Kodak)" if k in ("niqe", "brisque") else k: v for k, v in base.scores.items()})
+    notes = {f"{k} (fitted on Kodak)" if k in ("niqe", "brisque") else k: v for k, v in base.notes.items()}
+    notes["niqe (published model)"] = "the NIQE release's LIVE pristine model, shipped"
+    notes["brisque (OpenCV's LIVE model)"] = "the LIVE SVR shipped with OpenCV contrib, shipped"
+    return scores, notes
 
 
 def measure_speed(name: str, paths: Sequence[str], n: int) -> Speed:
