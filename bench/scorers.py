@@ -1,10 +1,12 @@
 """Images/s per scorer at 1024x768 on one CPU thread, and ratios against pyiqa and piq.
 
-    python bench/scorers.py [--n 16] [--json bench/scorers.json] [--pyiqa-path DIR]
+    python bench/scorers.py [--n 16] [--json bench/scorers.json] [--pyiqa-path DIR] [--only ssim,vif]
 
 pyiqa is never a dependency (PolyForm Noncommercial); to compare, install it into a side
 folder (`pip install --target /tmp/benchdeps --no-deps pyiqa huggingface_hub ...`) and pass
-``--pyiqa-path``. Ratios are measured in the same run on the same images.
+``--pyiqa-path``. Ratios are measured in the same run on the same images. Each row compares like
+with like: pyiqa's ``ssim``, ``ms_ssim``, ``vif`` and ``gmsd`` follow the authors' MATLAB code on
+luminance, as ours do; piq's RGB SSIM / MS-SSIM and pixel-domain VIF are our ``*_rgb`` and ``vifp``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from iqaflow.models.registry import all_scorers  # noqa: E402
 from iqaflow.models.weights import WeightsStore, configure_store, get_store  # noqa: E402
 
 # Metrics pyiqa and piq share with iqaflow: our name -> (pyiqa name, piq callable on NCHW tensors).
-SHARED: dict[str, tuple[str, Callable | None]] = {}
+SHARED: dict[str, tuple[str | None, Callable | None]] = {}
 
 
 def _piq_fns() -> None:
@@ -37,9 +39,13 @@ def _piq_fns() -> None:
 
     SHARED.update({
         "psnr": ("psnr", lambda x, y: piq.psnr(x, y, data_range=1.0, reduction="none")),
-        "ssim": ("ssim", lambda x, y: piq.ssim(x, y, data_range=1.0, reduction="none")),
-        "ms_ssim": ("ms_ssim", lambda x, y: piq.multi_scale_ssim(x, y, data_range=1.0, reduction="none")),
-        "vif": ("vif", lambda x, y: piq.vif_p(x, y, data_range=1.0, reduction="none")),
+        "ssim": ("ssim", None),
+        "ssim_rgb": (None, lambda x, y: piq.ssim(x, y, data_range=1.0, reduction="none")),
+        "ms_ssim": ("ms_ssim", None),
+        "ms_ssim_rgb": (None, lambda x, y: piq.multi_scale_ssim(x, y, data_range=1.0, reduction="none")),
+        "vif": ("vif", None),
+        "vifp": (None, lambda x, y: piq.vif_p(x, y, data_range=1.0, reduction="none")),
+        # piq's GMSD is GMSD.m's maths without rgb2gray's rounding to 8 bits (~1e-4 apart).
         "gmsd": ("gmsd", lambda x, y: piq.gmsd(x, y, data_range=1.0, reduction="none")),
         "fsim": ("fsim", lambda x, y: piq.fsim(x, y, data_range=1.0, reduction="none")),
         "vsi": ("vsi", lambda x, y: piq.vsi(x, y, data_range=1.0, reduction="none")),
@@ -79,7 +85,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--json", default="bench/scorers.json")
     ap.add_argument("--pyiqa-path", default=None)
+    ap.add_argument("--only", default=None, help="comma-separated scorer names (default: all)")
     args = ap.parse_args()
+    only = set(args.only.split(",")) if args.only else None
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     _piq_fns()
@@ -94,6 +102,8 @@ def main() -> None:
     x, y = to_tensor(dists), to_tensor(refs)
     rows = []
     for name, cls in all_scorers().items():
+        if only is not None and name not in only:
+            continue
         info = cls.info
         if info.weights and any(get_store().status(s) != "ready" for s in info.weights):
             cls.make_test_weights(WeightsStore(str(tmp_store)), seed=0)  # speed does not depend on values
@@ -110,7 +120,7 @@ def main() -> None:
             if piq_fn is not None:
                 row["piq_img_s"] = rate(lambda f=piq_fn: f(x, y), args.n)
                 row["piq_max_abs_diff"] = float(np.max(np.abs(piq_fn(x, y).numpy() - ours_vals)))
-            if pyiqa is not None:
+            if pyiqa is not None and pyiqa_name is not None:
                 try:
                     metric = pyiqa.create_metric(pyiqa_name, device="cpu")
                     fn = (lambda m=metric: m(x, y)) if info.kind == "fr" else (lambda m=metric: m(x))

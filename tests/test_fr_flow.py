@@ -19,6 +19,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from iqaflow import synth
 from iqaflow.config import build_config
 from iqaflow.errors import ConfigError
+from iqaflow.models.matlab_compat import gray255
 from iqaflow.schemas.results import Col, ErrorCode, Status
 from iqaflow.tasks.discover import write_manifest
 
@@ -154,8 +155,9 @@ def test_flow_scores_pairs_like_skimage(prefect_api: None, fr_collection: Path, 
         img, ref = _load(r[Col.URI]), _load(r[Col.REFERENCE_URI])
         sk_psnr = peak_signal_noise_ratio(ref, img, data_range=1.0)
         assert r["psnr"] == pytest.approx(-10 * np.log10(10 ** (-sk_psnr / 10) + 1e-8), abs=1e-3)
-        sk_ssim = structural_similarity(ref, img, channel_axis=2, gaussian_weights=True, sigma=1.5,
-                                        use_sample_covariance=False, data_range=1.0)
+        # ssim is Wang's ssim.m: luminance as MATLAB's rgb2gray of the 8-bit image, 0-255, full resolution.
+        sk_ssim = structural_similarity(gray255(ref), gray255(img), gaussian_weights=True, sigma=1.5,
+                                        use_sample_covariance=False, data_range=255)
         assert r["ssim"] == pytest.approx(sk_ssim, abs=1e-4)
 
 

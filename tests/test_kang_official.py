@@ -32,7 +32,8 @@ pytestmark = pytest.mark.skipif(not (CNNIQA / KANG_WEIGHTS).is_file(), reason="o
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "400"}
-    return subprocess.run([sys.executable, "-m", "iqaflow", *args], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run([sys.executable, "-m", "iqaflow", *args], capture_output=True, text=True, env=env,
+                          timeout=120)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from iqaflow.models import brisque_live, nss, nss_scorers
+from iqaflow.models import brisque_live, matlab_compat, nss, nss_scorers
 from iqaflow.models.colour import convert
 from iqaflow.models.registry import create_scorer, get_scorer_class
 from iqaflow.models.weights import PACKAGED_DIR, WeightsStore, configure_store, get_store
@@ -82,12 +82,11 @@ def test_a_tampered_packaged_file_is_refused(tmp_path: Path, monkeypatch: pytest
 
 
 def test_matlab_gray_rounds_like_rgb2gray() -> None:
-    # float64 products rounded (MATLAB's imapplymatrix on uint8); ours computes in float32 and redoes
-    # the near-.5 cases, which this sample of colours includes (all 2^24 colours agree; checked once).
+    # float64 products rounded (MATLAB's imapplymatrix on uint8); a million random colours and the primaries.
     rgb = np.random.default_rng(0).integers(0, 256, (1000, 1000, 3), dtype=np.uint8)
     rgb[0, :4] = [[255, 0, 0], [0, 255, 0], [0, 0, 255], [10, 200, 31]]
     expected = np.round(rgb.astype(np.float64) @ np.array([0.298936021293775, 0.587043074451121, 0.114020904255103]))
-    np.testing.assert_array_equal(nss_scorers.matlab_gray255(rgb / np.float32(255)), expected)
+    np.testing.assert_array_equal(matlab_compat.gray255(rgb / np.float32(255)), expected)
     np.testing.assert_array_equal(expected[0, :4], [76, 150, 29, 124])
 
 

@@ -1,17 +1,23 @@
-"""Classical full-reference (FR) measures: piq's implementations as pure batched functions, thin scorers.
+"""Classical full-reference (FR) measures: pure batched functions, thin scorers.
 
 Every function takes float tensors ``(N, C, H, W)`` in [0, 1] (distorted image first, reference
 second: VIF is not symmetric) and returns one value per image. The scorers stack images of the
 same size into such tensors; images of different sizes go in separate batches. An image and its
 reference must have the same size: registration of scans to masters is a separate step.
 
-Colour follows piq's conventions: every scorer here takes RGB. PSNR, SSIM and MS-SSIM average
-over the three channels (as skimage does with ``channel_axis``); GMSD, VIF and HaarPSI convert
-to luminance inside piq (YIQ / BT.601 Y); FSIM (FSIMc) and VSI use luminance and chroma.
-``ssim_worst`` works on gray (BT.601 luminance), since one map must point at one place.
+``ssim``, ``ms_ssim``, ``gmsd`` and ``vif`` give the values of their authors' MATLAB code on
+``rgb2gray`` luminance (``official_fr``, ``vif_wavelet``; parity tests against the published
+TID2013 values), so thresholds and papers' numbers mean the same here. Variants under their own names:
+``ssim_rgb`` and ``ms_ssim_rgb`` are piq's (mean over the RGB channels, as skimage's ``channel_axis``,
+so chroma-only damage counts; ``ssim_rgb`` pools by round(short side / 256) first, MS-SSIM's 5 scales
+are multiplied), ``vifp`` is piq's pixel-domain VIF (Gaussian windows on BT.601 luminance, ~2x
+cheaper than the wavelet VIF). PSNR averages over RGB; HaarPSI converts to YIQ inside piq; FSIM
+(FSIMc) and VSI use luminance and chroma. ``ssim_worst`` works on gray (BT.601 luminance), since
+one map must point at one place.
 
-On a CPU device the SSIM, MS-SSIM and VIF scorers run ``fast_fr`` instead: the same maths per
-pair with separable OpenCV filters, equal to these functions within float32 rounding (tests).
+On a CPU device the scorers run their ``cpu_metric``, one pair at a time with OpenCV (``fast_fr`` for
+piq's maths, ``official_fr`` / ``vif_wavelet`` for the authors'); CUDA runs the batched torch
+functions. Both give the same numbers (within float32 rounding for piq's maths, ~1e-6 for the rest; tests).
 """
 
 from __future__ import annotations
@@ -26,13 +32,14 @@ import cv2
 import numpy as np
 import torch
 
-from iqaflow.models import fast_fr
+from iqaflow.models import fast_fr, official_fr, vif_wavelet
 from iqaflow.models.base import Scorer, ScorerInfo
 from iqaflow.models.fast_fr import SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_WINDOW
 from iqaflow.models.registry import register
+from iqaflow.models.vsi import vsi as vsi_m
 
 Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-# One (distorted, reference) pair of HWC / HW arrays -> one value: the CPU paths in ``fast_fr``.
+# One (distorted, reference) pair of HWC / HW arrays -> one value: the CPU paths.
 PairMetric = Callable[[np.ndarray, np.ndarray], float]
 
 # Cap on the elements of one stacked tensor (64 MiB of float32): piq keeps several maps of this size.
@@ -54,8 +61,8 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return _piq().psnr(x, y, data_range=1.0, reduction="none")
 
 
-def ssim(x: torch.Tensor, y: torch.Tensor, downsample: bool = True) -> torch.Tensor:
-    """Mean SSIM (Wang et al. 2004), averaged over channels, over the valid (unpadded) window positions.
+def ssim_rgb(x: torch.Tensor, y: torch.Tensor, downsample: bool = True) -> torch.Tensor:
+    """piq's mean SSIM (Wang et al. 2004), averaged over channels, over the valid (unpadded) window positions.
 
     ``downsample`` average-pools by ``f = round(min(H, W) / 256)`` first, as Wang's reference
     ``ssim.m`` does to model viewing distance; without it the result equals skimage's
@@ -67,8 +74,9 @@ def ssim(x: torch.Tensor, y: torch.Tensor, downsample: bool = True) -> torch.Ten
     )
 
 
-def ms_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """MS-SSIM (Wang, Simoncelli & Bovik 2003) with the published 5 scale weights.
+def ms_ssim_rgb(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """piq's MS-SSIM (Wang, Simoncelli & Bovik 2003): product of the 5 scales with the published weights,
+    averaged over channels.
 
     Images smaller than 161 px on the short side are an error, not a silently different
     measure with fewer scales: scores from different scale counts are not comparable.
@@ -80,24 +88,14 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     )
 
 
-def gmsd(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Gradient Magnitude Similarity Deviation (Xue et al. 2013) on luminance; 0 means identical."""
-    return _piq().gmsd(x, y, data_range=1.0, reduction="none")
-
-
-def vif(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Pixel-domain VIF (Sheikh & Bovik 2006) on luminance; ``x`` distorted, ``y`` reference."""
+def vifp(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """piq's pixel-domain VIF (Sheikh & Bovik 2006) on BT.601 luminance; ``x`` distorted, ``y`` reference."""
     return _piq().vif_p(x, y, data_range=1.0, reduction="none")
 
 
 def fsim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """FSIMc (Zhang et al. 2011): phase congruency and gradient similarity, plus chroma."""
     return _piq().fsim(x, y, data_range=1.0, reduction="none", chromatic=True)
-
-
-def vsi(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """VSI (Zhang, Shen & Li 2014): saliency-weighted similarity in LMN colour space."""
-    return _piq().vsi(x, y, data_range=1.0, reduction="none")
 
 
 def haarpsi(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -140,7 +138,7 @@ def size_groups(shapes: Sequence[tuple[int, ...]], max_elements: int = MAX_BATCH
 
 @contextmanager
 def exact_float32(device: str) -> Iterator[None]:
-    """No TF32 in cuDNN convolutions: VIF's 17x17 variances on 0-255 values drift ~1e-3 with it, and a
+    """No TF32 in cuDNN convolutions: VIFp's 17x17 variances on 0-255 values drift ~1e-3 with it, and a
     shard's scores must not depend on whether a GPU or a CPU worker computed them."""
     if not device.startswith("cuda"):
         yield
@@ -226,8 +224,8 @@ def worst_region(smap: np.ndarray, size: int) -> tuple[float, float, float, floa
 class PiqPairScorer(Scorer):
     """An FR scorer whose maths is one batched function of (images, references) tensors.
 
-    ``cpu_metric``, where set, replaces it on a CPU device: the same values (see ``fast_fr``) from
-    separable OpenCV filters, 10-100x faster there than piq's 2D convolutions. CUDA keeps piq's batches.
+    ``cpu_metric``, where set, replaces it on a CPU device: the same values one pair at a time with
+    OpenCV filters, 10-100x faster there than 2D convolutions in torch. CUDA runs ``metric`` in batches.
     """
 
     metric: ClassVar[Metric]
@@ -260,31 +258,69 @@ class PSNR(PiqPairScorer):
 class SSIM(PiqPairScorer):
     info = _info(
         "ssim", True, (-1.0, 1.0),
-        "Structural similarity (Wang 2004), RGB mean, downsampled by round(short side/256) first.",
+        "Structural similarity (Wang 2004) as ssim.m on rgb2gray luminance, full resolution.",
     )
-    metric = staticmethod(ssim)
-    cpu_metric = staticmethod(fast_fr.ssim)
+    metric = staticmethod(official_fr.ssim_torch)
+    cpu_metric = staticmethod(official_fr.ssim)
+
+
+@register
+class SSIMRGB(PiqPairScorer):
+    info = _info(
+        "ssim_rgb", True, (-1.0, 1.0),
+        "piq's SSIM: mean over RGB channels (sees chroma damage), downsampled by round(short side/256) first.",
+    )
+    metric = staticmethod(ssim_rgb)
+    cpu_metric = staticmethod(fast_fr.ssim_rgb)
 
 
 @register
 class MSSSIM(PiqPairScorer):
-    info = _info("ms_ssim", True, (0.0, 1.0), "Multi-scale SSIM, 5 scales; images need >= 161 px a side.")
-    metric = staticmethod(ms_ssim)
-    cpu_metric = staticmethod(fast_fr.ms_ssim)
+    info = _info(
+        "ms_ssim", True, (0.0, 1.0),
+        "Multi-scale SSIM as msssim.m ('wtd_sum') on rgb2gray luminance; images need >= 176 px a side.",
+    )
+    metric = staticmethod(official_fr.ms_ssim_torch)
+    cpu_metric = staticmethod(official_fr.ms_ssim)
+
+
+@register
+class MSSSIMRGB(PiqPairScorer):
+    info = _info(
+        "ms_ssim_rgb", True, (0.0, 1.0),
+        "piq's multi-scale SSIM: product of 5 scales, mean over RGB channels; images need >= 161 px a side.",
+    )
+    metric = staticmethod(ms_ssim_rgb)
+    cpu_metric = staticmethod(fast_fr.ms_ssim_rgb)
 
 
 @register
 class GMSD(PiqPairScorer):
-    info = _info("gmsd", False, (0.0, 1.0), "Gradient magnitude similarity deviation on luminance; 0 = identical.")
-    metric = staticmethod(gmsd)
-    cpu_metric = staticmethod(fast_fr.gmsd)
+    info = _info(
+        "gmsd", False, (0.0, 1.0), "Gradient magnitude similarity deviation as GMSD.m on rgb2gray; 0 = identical.",
+    )
+    metric = staticmethod(official_fr.gmsd_torch)
+    cpu_metric = staticmethod(official_fr.gmsd)
 
 
 @register
 class VIF(PiqPairScorer):
-    info = _info("vif", True, (0.0, None), "Visual information fidelity (pixel domain); 1 = identical, >1 = enhanced.")
-    metric = staticmethod(vif)
-    cpu_metric = staticmethod(fast_fr.vif)
+    info = _info(
+        "vif", True, (0.0, None),
+        "Visual information fidelity as vifvec.m (steerable-pyramid GSM); 1 = identical, >1 = enhanced.",
+    )
+    metric = staticmethod(vif_wavelet.vif_torch)
+    cpu_metric = staticmethod(vif_wavelet.vif)
+
+
+@register
+class VIFP(PiqPairScorer):
+    info = _info(
+        "vifp", True, (0.0, None),
+        "piq's pixel-domain VIF (Gaussian windows, 4 scales), ~2x cheaper than vif; 1 = identical, >1 = enhanced.",
+    )
+    metric = staticmethod(vifp)
+    cpu_metric = staticmethod(fast_fr.vifp)
 
 
 @register
@@ -294,9 +330,20 @@ class FSIM(PiqPairScorer):
 
 
 @register
-class VSI(PiqPairScorer):
-    info = _info("vsi", True, (0.0, 1.0), "Visual-saliency-induced similarity index.")
-    metric = staticmethod(vsi)
+class VSI(Scorer):
+    """The authors' VSI.m (``iqaflow.models.vsi``). It runs in float64 numpy on every device: there is no
+    batched torch version, and piq's differs from VSI.m by up to 0.01 (its average pooling is shifted)."""
+
+    info = _info(
+        "vsi", True, (0.0, 1.0),
+        "Visual-saliency-induced similarity index (Zhang, Shen & Li 2014) as the authors' VSI.m computes "
+        "it (SDSP saliency, LMN gradients and chroma); on the CPU on every device.",
+    )
+
+    def score_pairs(self, images: Sequence[np.ndarray], references: Sequence[np.ndarray]) -> np.ndarray:
+        _check_pairs(images, references)
+        values = [vsi_m(img, ref) for img, ref in zip(images, references, strict=True)]
+        return np.asarray(values, dtype=np.float64).reshape(-1, 1)
 
 
 @register

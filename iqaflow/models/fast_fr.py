@@ -1,4 +1,7 @@
-"""SSIM, MS-SSIM and pixel-domain VIF for one image pair on the CPU: piq's maths with separable OpenCV filters.
+"""piq's RGB SSIM, MS-SSIM and pixel-domain VIF for one image pair on the CPU, with separable OpenCV filters.
+
+These are the ``ssim_rgb``, ``ms_ssim_rgb`` and ``vifp`` scorers; the registered ``ssim``, ``ms_ssim``,
+``vif`` and ``gmsd`` follow their authors' code instead (``official_fr``, ``vif_wavelet``).
 
 piq convolves with full 2D kernels (11x11, VIF's 17x17) as grouped convolutions, which on a CPU
 costs seconds per megapixel. A Gaussian kernel is the outer product of a 1D one, so a row and a
@@ -46,7 +49,7 @@ def gaussian_1d(size: int, sigma: float) -> np.ndarray:
     return g
 
 
-def _valid_blur(a: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+def valid_blur(a: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """``a`` filtered with ``outer(kernel, kernel)`` at the positions where the window fits (piq's padding=0)."""
     r = len(kernel) // 2
     out = cv2.sepFilter2D(a, -1, kernel, kernel, borderType=cv2.BORDER_REFLECT)
@@ -75,10 +78,10 @@ def _ssim_cs(x: np.ndarray, y: np.ndarray, kernel: np.ndarray) -> tuple[np.ndarr
             "Fix: score larger images"
         )
     c1, c2 = SSIM_K1**2, SSIM_K2**2
-    mx, my = _valid_blur(x, kernel), _valid_blur(y, kernel)
+    mx, my = valid_blur(x, kernel), valid_blur(y, kernel)
     # Only the sum of the two variances enters SSIM: one filter instead of two.
-    sum_sq = _valid_blur(x * x + y * y, kernel)
-    xy = _valid_blur(x * y, kernel)
+    sum_sq = valid_blur(x * x + y * y, kernel)
+    xy = valid_blur(x * y, kernel)
     mxy = mx * my
     mx *= mx
     my *= my
@@ -88,7 +91,7 @@ def _ssim_cs(x: np.ndarray, y: np.ndarray, kernel: np.ndarray) -> tuple[np.ndarr
     return _channel_means(ss), _channel_means(cs)
 
 
-def _avg_pool(a: np.ndarray, f: int) -> np.ndarray:
+def block_mean(a: np.ndarray, f: int) -> np.ndarray:
     """``avg_pool2d(kernel_size=f)``: means of f x f blocks, incomplete blocks at the bottom/right dropped.
 
     ``INTER_AREA`` at an integer factor is exactly the block mean (and ~40x faster than a numpy reshape-mean).
@@ -107,13 +110,13 @@ def _channel_means(a: np.ndarray) -> np.ndarray:
     return np.array([cv2.mean(np.ascontiguousarray(a[:, :, i]))[0] for i in range(c)])
 
 
-def ssim(img: np.ndarray, ref: np.ndarray, downsample: bool = True) -> float:
+def ssim_rgb(img: np.ndarray, ref: np.ndarray, downsample: bool = True) -> float:
     """Mean SSIM averaged over channels: ``piq.ssim(data_range=1, kernel_size=11, kernel_sigma=1.5)``."""
     _check_pair(img, ref)
     x, y = _as_unit(img), _as_unit(ref)
     f = max(1, round(min(x.shape[:2]) / 256))
     if f > 1 and downsample:
-        x, y = _avg_pool(x, f), _avg_pool(y, f)
+        x, y = block_mean(x, f), block_mean(y, f)
     ss, _ = _ssim_cs(x, y, gaussian_1d(SSIM_WINDOW, SSIM_SIGMA))
     return float(np.mean(ss))
 
@@ -122,8 +125,8 @@ def check_ms_ssim_size(height: int, width: int) -> None:
     """Images below 161 px a side are an error, not a measure with fewer (incomparable) scales."""
     if min(height, width) < MS_SSIM_MIN_SIDE:
         raise ValueError(
-            f"ms_ssim needs images of at least {MS_SSIM_MIN_SIDE}x{MS_SSIM_MIN_SIDE} px ({MS_SSIM_SCALES} scales of "
-            f"an {SSIM_WINDOW}-px window); got {width}x{height}. Fix: use ssim for images this small"
+            f"ms_ssim_rgb needs images of at least {MS_SSIM_MIN_SIDE}x{MS_SSIM_MIN_SIDE} px ({MS_SSIM_SCALES} scales "
+            f"of an {SSIM_WINDOW}-px window); got {width}x{height}. Fix: use ssim_rgb for images this small"
         )
 
 
@@ -132,10 +135,10 @@ def _halve(a: np.ndarray) -> np.ndarray:
     pad = max(a.shape[0] % 2, a.shape[1] % 2)
     if pad:
         a = cv2.copyMakeBorder(a, pad, 0, pad, 0, cv2.BORDER_REPLICATE)
-    return _avg_pool(a, 2)
+    return block_mean(a, 2)
 
 
-def ms_ssim(img: np.ndarray, ref: np.ndarray) -> float:
+def ms_ssim_rgb(img: np.ndarray, ref: np.ndarray) -> float:
     """MS-SSIM with the 5 published weights: ``piq.multi_scale_ssim(data_range=1)`` with our K1, K2, window."""
     _check_pair(img, ref)
     check_ms_ssim_size(*img.shape[:2])
@@ -165,12 +168,12 @@ def _luminance(a: np.ndarray, scale: float, metric: str) -> np.ndarray:
 
 def _centred(a: np.ndarray) -> np.ndarray:
     """``a`` minus its mean: (co)variances are shift-invariant, and float32 E[x^2] - E[x]^2 loses digits in
-    proportion to the magnitude of x, so this keeps VIF's variances accurate without float64 filters."""
+    proportion to the magnitude of x, so this keeps VIFp's variances accurate without float64 filters."""
     a -= np.float32(cv2.mean(a)[0])
     return a
 
 
-def vif(img: np.ndarray, ref: np.ndarray) -> float:
+def vifp(img: np.ndarray, ref: np.ndarray) -> float:
     """Pixel-domain VIF, ``piq.vif_p(img, ref, sigma_n_sq=2, data_range=1)``; ``img`` distorted, ``ref`` reference.
 
     float32, as piq's scorer path, whose E[x^2] - E[x]^2 on 0-255 values puts it up to ~6e-5 from
@@ -181,21 +184,21 @@ def vif(img: np.ndarray, ref: np.ndarray) -> float:
     _check_pair(img, ref)
     if min(img.shape[:2]) < VIF_MIN_SIDE:
         raise ValueError(
-            f"vif needs images of at least {VIF_MIN_SIDE}x{VIF_MIN_SIDE} px, got {img.shape[1]}x{img.shape[0]}. "
+            f"vifp needs images of at least {VIF_MIN_SIDE}x{VIF_MIN_SIDE} px, got {img.shape[1]}x{img.shape[0]}. "
             "Fix: score larger images"
         )
-    x, y = _centred(_luminance(img, 255, "vif")), _centred(_luminance(ref, 255, "vif"))
+    x, y = _centred(_luminance(img, 255, "vifp")), _centred(_luminance(ref, 255, "vifp"))
     eps, zero, num, den = np.float32(VIF_EPS), np.float32(0), 0.0, 0.0
     for scale in range(4):
         size = 2 ** (4 - scale) + 1
         kernel = gaussian_1d(size, size / 5)
         if scale > 0:
-            x = _centred(np.ascontiguousarray(_valid_blur(x, kernel)[::2, ::2]))
-            y = _centred(np.ascontiguousarray(_valid_blur(y, kernel)[::2, ::2]))
-        mx, my = _valid_blur(x, kernel), _valid_blur(y, kernel)
-        sxx = np.maximum(_valid_blur(x * x, kernel) - mx * mx, zero)
-        syy = np.maximum(_valid_blur(y * y, kernel) - my * my, zero)
-        sxy = _valid_blur(x * y, kernel) - mx * my
+            x = _centred(np.ascontiguousarray(valid_blur(x, kernel)[::2, ::2]))
+            y = _centred(np.ascontiguousarray(valid_blur(y, kernel)[::2, ::2]))
+        mx, my = valid_blur(x, kernel), valid_blur(y, kernel)
+        sxx = np.maximum(valid_blur(x * x, kernel) - mx * mx, zero)
+        syy = np.maximum(valid_blur(y * y, kernel) - my * my, zero)
+        sxy = valid_blur(x * y, kernel) - mx * my
         # piq's sequence of torch.where, condensed: where either variance is below eps the gain is 0.
         g = sxy / (syy + eps)
         sv = sxx - g * sxy
@@ -221,30 +224,3 @@ def psnr(img: np.ndarray, ref: np.ndarray) -> float:
     x, y = _as_unit(img), _as_unit(ref)
     mse = cv2.norm(x, y, cv2.NORM_L2SQR) / x.size
     return float(-10.0 * np.log10(mse + 1e-8))
-
-
-_PREWITT_X = np.array([[-1.0, 0.0, 1.0]] * 3, dtype=np.float32) / 3
-GMSD_T = 170 / 255.0**2
-
-
-def _gradient_magnitude(a: np.ndarray) -> np.ndarray:
-    """Prewitt x/y magnitude with zero padding (torch ``conv2d`` is a correlation, as ``filter2D``)."""
-    gx = cv2.filter2D(a, -1, _PREWITT_X, borderType=cv2.BORDER_CONSTANT)
-    gy = cv2.filter2D(a, -1, np.ascontiguousarray(_PREWITT_X.T), borderType=cv2.BORDER_CONSTANT)
-    return cv2.magnitude(gx, gy)
-
-
-def gmsd(img: np.ndarray, ref: np.ndarray) -> float:
-    """``piq.gmsd(img, ref, data_range=1)``: luminance, zero pad to even (piq pads both sides by the
-    same amount), 2x2 average pool, Prewitt gradient magnitudes, standard deviation of their similarity map."""
-    _check_pair(img, ref)
-    x, y = _luminance(img, 1, "gmsd"), _luminance(ref, 1, "gmsd")
-    pad = max(x.shape[0] % 2, x.shape[1] % 2)
-    if pad:
-        x = cv2.copyMakeBorder(x, 0, pad, 0, pad, cv2.BORDER_CONSTANT, value=0)
-        y = cv2.copyMakeBorder(y, 0, pad, 0, pad, cv2.BORDER_CONSTANT, value=0)
-    gx, gy = _gradient_magnitude(_avg_pool(x, 2)), _gradient_magnitude(_avg_pool(y, 2))
-    t = np.float32(GMSD_T)
-    gms = (2 * gx * gy + t) / (gx * gx + gy * gy + t)
-    _, std = cv2.meanStdDev(gms)
-    return float(std[0, 0])

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
 
 from iqaflow.models import brisque_live
 from iqaflow.models.base import PerImageScorer, Scorer, ScorerInfo, WeightSpec
+from iqaflow.models.matlab_compat import gray255
 from iqaflow.models.nss import (
     NIQE_PATCH,
     brisque_features,
@@ -39,24 +39,6 @@ def _load(spec: WeightSpec) -> dict[str, np.ndarray]:
 
 def _need_setup(name: str) -> RuntimeError:
     return RuntimeError(f"scorer {name!r} has no parameters loaded; call setup() first (create_scorer does)")
-
-
-# MATLAB's rgb2gray: the luminance row of inv(YIQ -> RGB), applied to 8-bit values and rounded.
-_RGB2GRAY = np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
-_RGB2GRAY32 = _RGB2GRAY[None].astype(np.float32)
-
-
-def matlab_gray255(image: np.ndarray) -> np.ndarray:
-    """RGB (or gray) in [0, 1] -> float32 luminance as ``double(rgb2gray(uint8 image))`` gives in MATLAB."""
-    u8 = cv2.convertScaleAbs(np.asarray(image, dtype=np.float32), alpha=255)  # the 8-bit pixels (rounded, saturated)
-    if u8.ndim == 2:
-        return u8.astype(np.float32)
-    y = cv2.transform(u8.astype(np.float32), _RGB2GRAY32)  # 5x faster than float64; wrong only near .5:
-    out = np.rint(y)
-    near = np.abs(y - out) > 0.499  # those few (~6 per million colours) are redone in float64
-    if near.any():
-        out[near] = np.rint(u8[near].astype(np.float64) @ _RGB2GRAY)
-    return out
 
 
 NIQE_PARAMS = WeightSpec("niqe_image_params.mat", "c0f359a92d32de06002b81d1446e8a060a31de46ae9cce2c4d781405626727eb")
@@ -94,7 +76,7 @@ class Niqe(ShippedWeights, PerImageScorer):
     def score_one(self, image: np.ndarray) -> tuple[float, ...]:
         if self._mu is None:
             raise _need_setup(self.info.name)
-        feats, _ = niqe_patch_features_255(matlab_gray255(image), NIQE_PATCH)
+        feats, _ = niqe_patch_features_255(gray255(image).astype(np.float32), NIQE_PATCH)
         return (niqe_distance(feats, self._mu, self._cov),)
 
 

@@ -48,7 +48,8 @@ OPENCV_BRISQUE = (84.4623794555664, 0.0, 1.2953987121582031, 7.911147594451904, 
 # flat, MATLAB's filtering leaves ~1e-14 of rounding residue whose sign decides which side of the AGGD
 # the coefficient counts on; iqaflow gives an exact 0, and no fixed rule reproduces MATLAB's signs.
 KNOWN_GAPS: dict[str, tuple[dict[str, float], str]] = {
-    "niqe": ({"I08.bmp": 6e-3, "I19.bmp": 4e-3}, "flat 7x7 windows: MATLAB's rounding residue, see iqaflow.models.nss_scorers"),
+    "niqe": ({"I08.bmp": 6e-3, "I19.bmp": 4e-3},
+             "flat 7x7 windows: MATLAB's rounding residue, see iqaflow.models.nss_scorers"),
 }
 RELATIVE_TOLERANCE = 1e-3
 KANG_TOLERANCE = 1e-4
