@@ -5,7 +5,8 @@
 Without ``--weights`` a temporary store is made and the reference folder's unshippable published
 weights (Kang's ``CNNIQA-LIVE``) are added to it, as ``iqaflow weights add`` would. Metrics whose
 weights are still missing (LPIPS and DISTS need torchvision's ImageNet backbones) are listed as not
-run, with the file they need. Exit code 1 if a metric that ran is outside its tolerance.
+run, with the file they need. Exit code 1 if a metric that ran is outside its tolerance (beyond the known
+gaps that ``iqaflow.tasks.parity.KNOWN_GAPS`` states with their reasons).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def main() -> int:
             "pyiqa_max_diff": r.pyiqa_max_diff, "tolerance": r.tolerance.tolist(), "passed": r.passed,
             "note": r.note,
         } for r in rows], indent=1))
-    return 1 if any(r.passed is False for r in rows) else 0
+    return 1 if any(r.passed is False and not (r.gaps and r.within_known_gaps) for r in rows) else 0
 
 
 if __name__ == "__main__":
