@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from iqaflow import config_io
-from iqaflow.errors import UnknownScorerError
+from iqaflow.errors import ConfigError, UnknownScorerError
 from iqaflow.schemas.results import SCHEMA_VERSION
 
 DEFAULT_MODELS = ["iqaflow_nr", "sharpness", "exposure", "noise"]
@@ -99,6 +99,10 @@ class RunConfig(BaseModel):
         True, description="medical files: ids are keyed hashes (HMAC of SOPInstanceUID and path, key from "
         "$IQAFLOW_PHI_KEY or <out>/phi.key) and a path holding its patient's name or ID is a PHI_IN_PATH error"
     )
+    duplicates: bool = Field(
+        True, description="after scoring, group exact and near-duplicate images and find size outliers (columns "
+        "dup_group, duplicate_of, dup_distance, is_duplicate, aspect_ratio, megapixels, size_outlier)"
+    )
     gates: str | None = Field(None, description="gate file (YAML): per-image, relative and collection gates, routing")
     apply_routing: bool = Field(False, description="carry out the gate file's routing (default: dry run)")
     baseline: str | None = Field(None, description="earlier run folder for drift gates and the report's drift section")
@@ -186,7 +190,14 @@ class RunConfig(BaseModel):
             from iqaflow.schemas.results import results_schema
             from iqaflow.tasks.gate import prepare
 
-            prepare(self.gates, results_schema(self.outputs()))
+            spec = prepare(self.gates, results_schema(self.outputs()), collection=self.duplicates)
+            if self.duplicates:
+                from iqaflow.tasks.gate import directions
+
+                try:
+                    spec.duplicates.keep_keys(directions())
+                except ValueError as exc:
+                    raise ConfigError(f"{spec.source}: {exc}") from None
         return self
 
     def outputs(self) -> list[str]:

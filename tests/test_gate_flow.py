@@ -59,6 +59,36 @@ def test_gate_flow_state_fails_only_for_fail_gates(prefect_api: None, tmp_path: 
         assert report["collection"]["checks"][0]["success"] is False
 
 
+# Files of the curation collection that copy another one: name -> the original's name. The exact copy ties
+# with its original on quality and size, so the policy's last key (uri) keeps the original.
+CURATION_COPIES = {"zz_copy_of_00.png": "p00.png", "reencoded_04.jpg": "p04.png", "resized_08.png": "p08.png"}
+
+
+def curation_photos(folder: Path) -> Path:
+    """Distinct photos, some blurred, noisy or over-compressed, three copies of others and broken files:
+    a curation batch (make_collection's 13 versions of each base would be mostly duplicates)."""
+    import cv2
+
+    from iqaflow.synth import _save_png, blur, jpeg_bytes, noise, random_crops, skimage_images, write_broken_files
+
+    folder.mkdir(parents=True)
+    crops = [img for _, img in random_crops(skimage_images(), 24, 128, seed=7)]
+    for i, img in enumerate(crops):
+        if i % 4 == 3:
+            (folder / f"p{i:02d}.jpg").write_bytes(jpeg_bytes(img, 20))
+            continue
+        version = blur(img, 2.5) if i % 4 == 1 else noise(img, 12, seed=i) if i % 4 == 2 else img
+        _save_png(folder / f"p{i:02d}.png", version)
+    shutil.copy(folder / "p00.png", folder / "zz_copy_of_00.png")
+    (folder / "reencoded_04.jpg").write_bytes(jpeg_bytes(crops[4], 85))
+    _save_png(folder / "resized_08.png", cv2.resize(crops[8], (90, 90), interpolation=cv2.INTER_AREA))
+    write_broken_files(folder / "broken", jpeg_bytes(crops[0], 90))
+    with open(folder / "labels.csv", "w") as fh:  # for `gates suggest`: the blurred ones are bad, clean ones good
+        fh.write("path,label\n" + "".join(f"p{i:02d}.png,{'reject' if i % 4 else 'accept'}\n"
+                                          for i in range(len(crops)) if i % 4 in (0, 1)))
+    return folder
+
+
 @pytest.fixture(scope="module")
 def examples_run(cli_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """Score three small collections with the three example gate files, concurrently (one worker each)."""
@@ -66,6 +96,7 @@ def examples_run(cli_env: dict[str, str], tmp_path_factory: pytest.TempPathFacto
 
     root = tmp_path_factory.mktemp("examples")
     photos = make_collection(root / "photos", n_bases=2, size=96)
+    curation = curation_photos(root / "curation")
     intake = root / "intake"
     shutil.copytree(photos, intake)
     masters = root / "masters"  # the clean image under every distorted copy's relative path
@@ -80,7 +111,7 @@ def examples_run(cli_env: dict[str, str], tmp_path_factory: pytest.TempPathFacto
         return ["--out", str(out / name), "--workers", "1", "--shard-size", "16", "--run-id", name]
 
     procs = {
-        "curation": start(cli_env, "score", str(photos), *common("curation"), "--gates",
+        "curation": start(cli_env, "score", str(curation), *common("curation"), "--gates",
                           str(EXAMPLES / "curation.yaml")),
         "medical": start(cli_env, "score", str(intake), *common("medical"), "--gates",
                          str(EXAMPLES / "medical_intake.yaml")),
@@ -89,7 +120,7 @@ def examples_run(cli_env: dict[str, str], tmp_path_factory: pytest.TempPathFacto
     }
     results = {k: finish(p) for k, p in procs.items()}
     runs = {k: out / k / "runs" / k for k in procs}
-    return {"root": root, "photos": photos, "intake": intake, "runs": runs, "score": results}
+    return {"root": root, "photos": photos, "curation": curation, "intake": intake, "runs": runs, "score": results}
 
 
 def test_score_with_curation_gates(examples_run: dict, cli_env: dict[str, str]) -> None:
@@ -103,6 +134,17 @@ def test_score_with_curation_gates(examples_run: dict, cli_env: dict[str, str]) 
     reasons = [r for rs in table[Col.GATE_REASONS].to_pylist() for r in rs]
     assert "least_sharp_decile" in reasons and "blurry" in reasons  # relative rule applied in the final pass
     assert set(table[Col.GATE_STATUS].to_pylist()) == {"pass", "flag", "reject"}
+    # The collection pass: each copy is rejected as a duplicate of its original, which is kept.
+    rows = {Path(r[Col.URI]).name: r for r in table.to_pylist()}
+    dup_of = {name: r for name, r in rows.items() if r[Col.IS_DUPLICATE]}
+    assert set(dup_of) == set(CURATION_COPIES), sorted(dup_of)
+    for copy, original in CURATION_COPIES.items():
+        kept = rows[original]
+        assert dup_of[copy][Col.DUPLICATE_OF] == kept[Col.IMAGE_ID] and not kept[Col.IS_DUPLICATE]
+        assert f"duplicate_of:{kept[Col.IMAGE_ID]}" in dup_of[copy][Col.GATE_REASONS]
+    assert dup_of["zz_copy_of_00.png"][Col.DUP_DISTANCE] == 0
+    counts = json.loads((run / "gates" / "report.json").read_text())["routing"]["counts"]
+    assert counts["2:manifest"] == {"todo": 1}  # the duplicates manifest, written on --apply
     assert "<html" in (run / "gates" / "data_docs" / "index.html").read_text().lower()
     assert json.loads((run / "gates" / "validation.json").read_text())["success"] is True
 
@@ -120,6 +162,8 @@ def test_gate_command_curation_with_baseline_and_apply(examples_run: dict, cli_e
     table = pq.read_table(run / "results").to_pydict()
     expected = {u for u, s in zip(table[Col.URI], table[Col.GATE_STATUS], strict=True) if s in ("pass", "flag")}
     assert set(accepted) == expected and (run / "manifests" / "rejected.parquet").exists()
+    duplicates = {Path(u).name for u in (run / "manifests" / "duplicates.txt").read_text().split()}
+    assert duplicates == set(CURATION_COPIES)
 
 
 def test_medical_intake_quarantines_rejects_on_apply(examples_run: dict, cli_env: dict[str, str]) -> None:
@@ -162,15 +206,7 @@ def test_print_audit_fails_the_run_on_reject_rate(examples_run: dict, cli_env: d
 
 
 def test_gates_suggest_from_labels(examples_run: dict, cli_env: dict[str, str], tmp_path: Path) -> None:
-    photos: Path = examples_run["photos"]
-    labels = tmp_path / "labels.csv"
-    with open(photos / "labels.csv") as src, open(labels, "w") as dst:
-        dst.write("path,label\n")
-        for r in csv.DictReader(src):
-            if r["distortion"] == "blur" and r["level"] != "1":
-                dst.write(f"{r['path']},reject\n")
-            elif r["distortion"] == "clean" or r["level"] == "1":
-                dst.write(f"{r['path']},accept\n")  # the rest stays unlabelled
+    labels = examples_run["curation"] / "labels.csv"  # blurred crops reject, clean ones accept; the rest unlabelled
     out = tmp_path / "gates.yaml"
     res = finish(start(cli_env, "gates", "suggest", "--labels", str(labels), "--results",
                        str(examples_run["runs"]["curation"]), "--out", str(out)))

@@ -70,7 +70,8 @@ def test_and_binds_tighter_than_or() -> None:
     ("a && b", "unknown operator '&&'", 2),
     ("(sharpness > 1", "expected ')'", 14),
     ("sharpness > 1)", "unexpected ')'", 13),
-    ("sharpness", "expected a comparison", 9),
+    ("sharpness 5", "expected a comparison", 10),
+    ("not", "expected a column name or a value", 3),
     ("", "empty expression", 0),
     ("noise is 3", "'null' after 'is'", 9),
     ("noise not 3", "expected 'in' after 'not'", 10),
@@ -102,7 +103,9 @@ def test_type_and_column_checks(small: pa.Table) -> None:
     kinds = {f.name: gate_expr.value_kind(f.type) for f in small.schema}
     for expr, msg in [("sharpness > 'high'", "compares a number with a string"),
                       ("1 < 2", "compares two constants"), ("sharpnes > 3", "did you mean 'sharpness'"),
-                      ("error_code in (1, 2)", "is a number but error_code holds string values")]:
+                      ("error_code in (1, 2)", "is a number but error_code holds string values"),
+                      ("sharpness", "'sharpness' holds number values; only a true/false column"),
+                      ("not error_code and noise < 3", "'error_code' holds string values")]:
         with pytest.raises(gate_expr.ExprError, match=msg):
             gate_expr.check(gate_expr.parse(expr), kinds)
 
@@ -168,7 +171,7 @@ def test_examples_load_and_bind(name: str, models: list[str]) -> None:
 
     spec = load_gate_file(EXAMPLES / f"{name}.yaml")
     outputs = [o for m in models for o in scorer_info(m).outputs]
-    bound = prepare(spec, results_schema(outputs))
+    bound = prepare(spec, results_schema(outputs), collection=True)
     assert bound.name == name and bound.image_rules and bound.collection.gates and bound.routing
 
 

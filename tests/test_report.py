@@ -54,12 +54,15 @@ def make_run(root: Path, n: int = 30, seed: int = 0, shift: float = 0.0, fmt: st
         path.write_bytes(data)
         rows.append({Col.IMAGE_ID: name, Col.URI: str(path), Col.STATUS: Status.ERROR.value, Col.SHARD_ID: "s",
                      Col.ERROR_CODE: code, Col.ERROR_MESSAGE: f"{code.lower()} here"})
-    schema = results_schema(["sharpness", "noise"])
+    return write_results(root / "runs" / "r1", rows, results_schema(["sharpness", "noise"]), src, 16)
+
+
+def write_results(run: Path, rows: list[dict], schema: pa.Schema, src: Path, split: int) -> Path:
+    """``run/results`` as two shards (rows before and from ``split``) and ``run/config.json`` naming ``src``."""
     table = pa.table({f.name: [r.get(f.name) for r in rows] for f in schema}, schema=schema)
-    run = root / "runs" / "r1"
     (run / "results").mkdir(parents=True)
-    pq.write_table(table.slice(0, 16), run / "results" / "part-a.parquet")
-    pq.write_table(table.slice(16), run / "results" / "part-b.parquet")
+    pq.write_table(table.slice(0, split), run / "results" / "part-a.parquet")
+    pq.write_table(table.slice(split), run / "results" / "part-b.parquet")
     (run / "config.json").write_text(json.dumps({"source": str(src)}))
     return run
 
@@ -172,3 +175,104 @@ def test_medical_thumbnails_are_withheld_in_phi_safe_runs(tmp_path: Path) -> Non
     assert len(data.worst) == 3 and all(im.thumb is None and "PHI-safe" in im.note for im in data.worst)
     (run / "config.json").write_text(json.dumps({"source": str(tmp_path / "src"), "phi_safe": False}))
     assert all(im.thumb for im in build_report(str(run), worst=3).worst)
+
+
+DUP_GATES = """version: 1
+name: dedup-report
+image_rules:
+  - name: unique
+    require: not is_duplicate
+    outcome: reject
+    reason: "duplicate_of:{duplicate_of}"
+    on_null: pass
+  - name: informative
+    require: entropy >= 3
+    outcome: flag
+    reason: low_information
+"""
+
+
+def make_dup_run(root: Path) -> tuple[Path, list[dict]]:
+    """Ten duplicate groups (one of eight images, nine pairs), three singletons (one a size outlier), with the
+    collection columns and hygiene scores written by hand."""
+    from iqaflow.schemas.results import COLLECTION_FIELDS
+
+    rng = np.random.default_rng(3)
+    src = root / "src"
+    rows: list[dict] = []
+
+    def add(name: str, group: int | None, kept: str | None, distance: int | None, entropy: float,
+            outlier: bool = False, mode: str = "RGB", spread: float = 40.0) -> None:
+        path = src / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((rng.random((24, 32, 3)) * 255).astype(np.uint8)).save(path)
+        iid = hashlib.blake2b(str(path).encode(), digest_size=8).hexdigest()
+        kept_id = hashlib.blake2b(str(src / kept).encode(), digest_size=8).hexdigest() if kept else None
+        rows.append({Col.IMAGE_ID: iid, Col.URI: str(path), Col.STATUS: Status.OK.value, Col.SHARD_ID: "s",
+                     Col.WIDTH: 32, Col.HEIGHT: 24, Col.FORMAT: "PNG", Col.MODE: mode, Col.DUP_GROUP: group,
+                     Col.DUPLICATE_OF: kept_id, Col.DUP_DISTANCE: distance, Col.IS_DUPLICATE: kept is not None,
+                     Col.ASPECT_RATIO: 4.0 if outlier else 1.33, Col.MEGAPIXELS: 0.00077, Col.SIZE_OUTLIER: outlier,
+                     "entropy": entropy, "blank_fraction": 0.2, "colour_spread": spread})
+
+    add("big/kept.png", 1, None, None, 7.0)
+    for i, distance in enumerate((0, 0, 2, 3, 4, 5, 6)):
+        add(f"big/dup{i}.png", 1, "big/kept.png", distance, 7.0)
+    for g in range(2, 11):
+        add(f"pairs/p{g}.png", g, None, None, 6.0)
+        add(f"pairs/p{g}_copy.png", g, f"pairs/p{g}.png", 0 if g % 2 else 4, 2.0 if g == 2 else 6.0)
+    add("solo/a.png", None, None, None, 1.0, spread=0.0)  # low information, grey pixels stored as RGB
+    add("solo/gray.png", None, None, None, 5.0, mode="L", spread=0.0)  # a grayscale file: not counted
+    add("solo/wide.png", None, None, None, 6.0, outlier=True)
+    for r in rows:
+        if r[Col.DUP_GROUP] is None:
+            r[Col.IS_DUPLICATE] = False
+    schema = pa.schema([*results_schema(["entropy", "blank_fraction", "colour_spread"]), *COLLECTION_FIELDS])
+    return write_results(root / "runs" / "dups", rows, schema, src, 12), rows
+
+
+def test_duplicate_groups_and_hygiene_counts(tmp_path: Path) -> None:
+    from iqaflow.tasks.gate import apply_decisions, locate_run, prepare, results_schema_of
+    from iqaflow.tasks.report import build_report
+    from iqaflow.tasks.report_dups import DUP_GROUPS, DUP_MEMBERS
+    from iqaflow.tasks.report_html import render
+
+    run, rows = make_dup_run(tmp_path)
+    gates = tmp_path / "gates.yaml"
+    gates.write_text(DUP_GATES)
+    paths = locate_run(str(run))
+    apply_decisions(paths, prepare(str(gates), results_schema_of(paths)))
+    data = build_report(str(run), str(gates), worst=0)
+    u = data.duplicates
+    assert u is not None and u.grouped
+    # Counted here from the rows themselves.
+    dups = [r for r in rows if r[Col.IS_DUPLICATE]]
+    assert (u.groups, u.images_in_groups) == (10, sum(r[Col.DUP_GROUP] is not None for r in rows)) == (10, 26)
+    assert (u.duplicates, u.exact, u.near) == (len(dups), sum(r[Col.DUP_DISTANCE] == 0 for r in dups),
+                                               sum(r[Col.DUP_DISTANCE] > 0 for r in dups)) == (16, 6, 10)
+    assert u.exact_groups == 4  # the pairs with an odd id
+    # The largest groups: the group of eight first, kept image first, then by distance, at most 6 shown.
+    assert len(u.largest) == DUP_GROUPS and u.largest[0].size == 8 and not u.largest[0].exact
+    big = u.largest[0].members
+    assert len(big) == DUP_MEMBERS and big[0].kept and big[0].name == "big/kept.png" and big[0].distance is None
+    assert [m.distance for m in big[1:]] == [0, 0, 2, 3, 4] and not any(m.kept for m in big[1:])
+    assert all(m.thumb for g in u.largest for m in g.members)
+    assert [g.group for g in u.largest[1:]] == list(range(2, 9))  # equal sizes: by group id
+    assert {m.status for m in big[1:]} == {"reject"} and big[0].status == "pass"
+    # Per hygiene check: the documented thresholds, and what the gate file's rules on that column did.
+    counts = {h.check: (h.test, h.images, h.gate) for h in u.hygiene}
+    assert counts["duplicates (not kept)"] == ("is_duplicate", 16, "duplicate_of:{duplicate_of} (reject): 16")
+    assert counts["size outliers (IQR fences)"] == ("size_outlier", 1, "")
+    assert counts["low information"] == ("entropy < 3", 2, "low_information (flag): 2")
+    assert counts["blank"][1] == 0 and counts["grayscale stored as colour"][:2] == ("colour_spread <= 2 (RGB files)", 1)
+    html = render(data)
+    assert 'id="duplicates"' in html and 'href="#duplicates"' in html and "and 2 more" in html
+    assert html.count('class="card kept"') == DUP_GROUPS and "distance <b>4</b>" in html
+    assert "duplicate_of:{duplicate_of} (reject): 16" in html
+
+
+def test_no_duplicates_section_without_the_columns(gated) -> None:
+    from iqaflow.tasks.report import build_report
+    from iqaflow.tasks.report_html import render
+
+    data = build_report(str(gated[0]), worst=0)
+    assert data.duplicates is None and 'id="duplicates"' not in render(data)

@@ -42,8 +42,10 @@ def _bind(run: gate.RunPaths, gates: str) -> GateFile:
     return gate.prepare(gates, gate.results_schema_of(run))
 
 
-def _spec_for_outputs(gates: str, outputs: list[str]) -> GateFile:
-    return gate.prepare(gates, results_schema(outputs))
+def _spec_for_outputs(gates: str, outputs: list[str], collection: bool = False) -> GateFile:
+    """The gate file bound for the shard task; with ``collection`` its rules on the collection pass's
+    columns are deferred to the final pass."""
+    return gate.prepare(gates, results_schema(outputs), collection=collection)
 
 
 bind_task = task(_bind, name="gate-bind", **_opts)

@@ -17,8 +17,11 @@ from iqaflow.flows.cluster import cluster_for
 from iqaflow.flows.gate import gate_flow, gate_spec_task
 from iqaflow.flows.startup import local_cluster, share_api_with_workers
 from iqaflow.models.registry import is_resolved_name, scorer_info
-from iqaflow.tasks import discover, incremental, plan, print_report, score, score_domain, summary, track
+from iqaflow.schemas.duplicates import DuplicatePolicy
+from iqaflow.schemas.gates import load_gate_file
+from iqaflow.tasks import discover, gate, incremental, plan, print_report, score, score_domain, summary, track
 from iqaflow.tasks import report as html_report
+from iqaflow.tasks.collection.run_pass import duplicate_pass
 from iqaflow.tasks.layout import RunLayout
 from iqaflow.tasks.storage import atomic_write, join, open_fs
 
@@ -80,7 +83,7 @@ def score_flow(config: RunConfig) -> summary.RunSummary:
     plans = plan_task(layout.manifest, layout.results_dir, fingerprint, kept)
     log.info("run %s: %d images in %d shards", layout.run_id, n, len(plans))
 
-    gate_spec = gate_spec_task(config.gates, config.outputs()) if config.gates else None
+    gate_spec = gate_spec_task(config.gates, config.outputs(), config.duplicates) if config.gates else None
     settings = score.ScoreSettings(
         tuple(config.models), config.device, config.batch_size, config.prefetch, config.weights, config.allow_download,
         gate_spec, registry_uri=config.registry_uri() if any(is_resolved_name(m) for m in config.models) else None,
@@ -107,6 +110,12 @@ def score_flow(config: RunConfig) -> summary.RunSummary:
     summary.write_summary(result, layout.summary)
     log.info("run %s: %d images, %d errors, results in %s", layout.run_id, result.images, result.errors,
              layout.results_dir)
+    if config.duplicates:  # before the gate pass: its rules, routing and the report read these columns
+        previous = incremental.previous_run_root(config.incremental) if config.incremental else None
+        dups = duplicate_task(layout.root, files, _duplicate_policy(config), gate.directions(), previous)
+        log.info("duplicates: %d groups, %d images not kept (%d exact), %d size outliers%s", dups.groups,
+                 dups.duplicates, dups.exact, dups.size_outliers, " (new images against the earlier index)"
+                 if dups.incremental else "")
     report = None
     try:
         if config.gates:  # relative rules, collection gates and routing need the whole run
@@ -118,6 +127,14 @@ def score_flow(config: RunConfig) -> summary.RunSummary:
         if config.track:
             _track(config, result, report, html)
     return result
+
+
+def _duplicate_policy(config: RunConfig) -> DuplicatePolicy:
+    """The gate file's ``duplicates:`` section, or the defaults without a gate file."""
+    return load_gate_file(config.gates).duplicates if config.gates else DuplicatePolicy()
+
+
+duplicate_task = task(duplicate_pass, name="duplicates", **_opts)
 
 
 def _domain(config: RunConfig, layout: RunLayout) -> score_domain.DomainSettings:

@@ -36,6 +36,7 @@ def register(cls: type[Scorer]) -> type[Scorer]:
 _BUILTIN_MODULES: tuple[str, ...] = (
     "iqaflow.models.classical_nr",
     "iqaflow.models.classical_nr_extra",
+    "iqaflow.models.hygiene",
     "iqaflow.models.nss_scorers",
     "iqaflow.models.default_nr",
     "iqaflow.models.default_nr_classic",

@@ -9,6 +9,7 @@ Nothing here calls ``eval``: text becomes tokens, tokens become nodes, nodes bec
     predicate := operand CMP operand                      CMP: < <= > >= == !=
                | operand "is" ["not"] "null"
                | operand ["not"] "in" "(" literal ("," literal)* ")"
+               | COLUMN                                   a true/false column on its own
     operand   := COLUMN | literal
     literal   := NUMBER | 'string' | "string" | true | false
 
@@ -16,6 +17,10 @@ Nulls follow SQL's three-valued logic: a comparison with a missing value is unkn
 are Kleene, ``not unknown`` is unknown. Callers decide what unknown means (gates: not satisfied).
 One exception, so that ``error_code not in ('TRUNCATED')`` holds for images without an error: a
 missing value is simply not in an ``in`` list.
+
+A bare column (``is_duplicate``, ``not size_outlier``) must hold true/false values and means
+``column == true``: a null there is unknown too, so ``not is_duplicate`` is unknown for an image
+the duplicates pass could not hash.
 """
 
 from __future__ import annotations
@@ -118,6 +123,16 @@ class InSet:
 
 
 @dataclass(frozen=True)
+class Truthy:
+    """A true/false column used as a condition on its own."""
+
+    column: Column
+
+    def __str__(self) -> str:
+        return self.column.name
+
+
+@dataclass(frozen=True)
 class Not:
     item: Node
 
@@ -134,7 +149,7 @@ class BoolOp:
         return f" {self.op} ".join(f"({i})" if isinstance(i, BoolOp) else str(i) for i in self.items)
 
 
-Node = Compare | IsNull | InSet | Not | BoolOp
+Node = Compare | IsNull | InSet | Truthy | Not | BoolOp
 
 
 def tokenize(text: str) -> list[Token]:
@@ -261,6 +276,9 @@ class _Parser:
                 values.append(self.literal())
             self.expect("punct", ")", "')' to close the in-list")
             return InSet(left, tuple(values), negated)
+        if isinstance(left, Column) and (t.kind == "end" or (t.kind == "kw" and t.text in ("and", "or"))
+                                         or (t.kind == "punct" and t.text == ")")):
+            return Truthy(left)
         after = f" after {left.name!r}" if isinstance(left, Column) else ""
         raise ExprError(f"expected a comparison ({', '.join(CMP_OPS)}), 'is null' or 'in'{after}, got "
                         f"{self._describe(t)}", t.pos)
@@ -284,6 +302,8 @@ def columns(node: Node) -> list[str]:
             visit(n.right)
         elif isinstance(n, IsNull | InSet):
             visit(n.operand)
+        elif isinstance(n, Truthy):
+            visit(n.column)
         elif isinstance(n, Not):
             visit(n.item)
         elif isinstance(n, BoolOp):
@@ -326,6 +346,12 @@ def check(node: Node, kinds: Mapping[str, ValueKind]) -> None:
                 raise ExprError(f"{n}: true/false values only support == and !=", n.left.pos)
         elif isinstance(n, IsNull):
             kind_of(n.operand)
+        elif isinstance(n, Truthy):
+            k = kind_of(n.column)
+            if k != "bool":
+                example = f"{n.column} >= 0.5" if k == "number" else f"{n.column} == 'value'"
+                raise ExprError(f"{n.column.name!r} holds {k} values; only a true/false column can stand on its own "
+                                f"(compare it instead, e.g. {example})", n.column.pos)
         elif isinstance(n, InSet):
             k = kind_of(n.operand)
             for v in n.values:
@@ -355,6 +381,8 @@ def evaluate(node: Node, table: pa.Table) -> pa.ChunkedArray:
         values = _operand(node.operand, table)
         member = pc.is_in(values, value_set=pa.array([v.value for v in node.values]))  # null: not in the list
         out = pc.invert(member) if node.negated else member
+    elif isinstance(node, Truthy):
+        out = pc.equal(table[node.column.name], pa.scalar(True))  # null stays null: unknown
     elif isinstance(node, Not):
         out = pc.invert(evaluate(node.item, table))
     else:

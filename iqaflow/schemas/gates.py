@@ -8,27 +8,44 @@ column for expressions), what was expected and how to fix it. Columns are checke
 Null handling: a rule whose expression is unknown for an image (a score it reads is null, e.g. the
 image did not decode) is *not satisfied* and applies its outcome with the reason ``<reason>:missing``,
 unless the rule says ``on_null: pass``.
+
+Reasons may name columns: ``reason: "duplicate_of:{duplicate_of}"`` gives each failed image the
+reason ``duplicate_of:<kept image_id>`` (a null value reads ``null``); where the rule is unknown the
+reason is the fixed part before the first placeholder plus ``:missing`` (``duplicate_of:missing``).
+
+Columns of the collection pass (duplicates, size outliers) exist only once the whole run is scored:
+:func:`bind` with ``later`` type-checks rules that read them and marks them deferred, so the shard
+task leaves them to the final gate pass (:meth:`GateFile.shard_rules`).
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pyarrow as pa
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from iqaflow.errors import ConfigError
 from iqaflow.schemas import gate_expr
-from iqaflow.schemas.results import Col, GateStatus
+from iqaflow.schemas.duplicates import DuplicatePolicy
+from iqaflow.schemas.results import COLLECTION_FIELDS, Col, GateStatus
 
 GATES_KEY = b"iqaflow.gates"  # Parquet metadata: fingerprint of the gate file that wrote the gate columns
 MISSING_SUFFIX = ":missing"
 Label = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_REASON_TEXT = re.compile(r"^[A-Za-z0-9_.:-]*$")
+NULL_TEXT = "null"  # a null placeholder value in a reason
+# Kinds of the columns the collection pass adds (pass as ``later`` to bind before it has run).
+COLLECTION_KINDS: dict[str, str] = {f.name: gate_expr.value_kind(f.type) for f in COLLECTION_FIELDS}
 Outcome = Literal["flag", "reject"]
 Severity = Literal["fail", "warn"]
 
@@ -37,25 +54,80 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def reason_placeholders(reason: str) -> list[str]:
+    """Column names in a reason's ``{column}`` placeholders, in order of first use."""
+    return list(dict.fromkeys(_PLACEHOLDER.findall(reason)))
+
+
+def _check_reason(reason: str) -> str:
+    names = _PLACEHOLDER.findall(reason)
+    text = _PLACEHOLDER.sub("", reason)
+    bad = [n for n in names if not _IDENT.match(n)]
+    if bad or "{" in text or "}" in text:
+        raise ValueError(f"reason {reason!r}: placeholders are column names in braces, e.g. "
+                         "'duplicate_of:{duplicate_of}'")
+    if not _REASON_TEXT.match(text) or not reason[:1].isalnum() and not reason.startswith("{") \
+            or len(_PLACEHOLDER.sub("x", reason)) > 64:
+        raise ValueError(f"reason {reason!r}: expected up to 64 letters, digits, '_', '.', ':' or '-' (starting "
+                         "with a letter or digit), with optional {column} placeholders")
+    return reason
+
+
 class ImageRule(_Strict):
-    """``require`` must hold for an image, else ``outcome`` with ``reason`` (evaluated per shard)."""
+    """``require`` must hold for an image, else ``outcome`` with ``reason`` (evaluated per shard, or in the
+    final pass when it reads collection columns)."""
 
     name: Label
     require: str = Field(min_length=1)
     outcome: Outcome
-    reason: Label | None = None
+    reason: str | None = None  # a label, optionally with {column} placeholders filled per image
     on_null: Literal["fail", "pass"] = "fail"
     optional: bool = False  # skip (with a note) when the run lacks a column the rule reads
 
+    @field_validator("reason")
+    @classmethod
+    def _reason(cls, value: str | None) -> str | None:
+        return None if value is None else _check_reason(value)
+
     @property
     def label(self) -> str:
+        """The reason as written (with its placeholders, if any)."""
         return self.reason or self.name
+
+    @property
+    def reason_columns(self) -> list[str]:
+        return reason_placeholders(self.reason or "")
+
+    @property
+    def reason_key(self) -> str:
+        """The reason's fixed part: the whole label, or the text before the first placeholder (the rule's
+        name if that is empty). Unknown rows get ``<key>:missing``; reason counts group by it."""
+        if not self.reason_columns:
+            return self.label
+        head = self.label.split("{", 1)[0].rstrip(":._-")
+        return head or self.name
+
+    def render_reason(self, values: Mapping[str, Any]) -> str:
+        """The reason for one image, ``values`` holding its placeholder columns."""
+        def text(match: re.Match[str]) -> str:
+            v = values.get(match.group(1))
+            if v is None:
+                return NULL_TEXT
+            if isinstance(v, bool):
+                return str(v).lower()
+            return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+        return _PLACEHOLDER.sub(text, self.label)
 
     def ast(self) -> gate_expr.Node:
         return gate_expr.parse(self.require)
 
-    def used_columns(self) -> list[str]:
+    def expr_columns(self) -> list[str]:
         return gate_expr.columns(self.ast())
+
+    def used_columns(self) -> list[str]:
+        """Columns of the condition, then those the reason names."""
+        return list(dict.fromkeys([*self.expr_columns(), *self.reason_columns]))
 
 
 class RelativeRule(_Strict):
@@ -93,11 +165,21 @@ class _Gate(_Strict):
     on_fail: Severity | None = None  # default: collection.on_fail
 
 
+def has_reason(reasons: tuple[str, ...] | list[str], key: str) -> bool:
+    """A reason key matches itself and its per-image and missing forms (``duplicate_of:ab12``)."""
+    return any(r == key or r.startswith(key + ":") for r in reasons)
+
+
 class RateGate(_Gate):
-    """Share of all images with that gate status (reject/flag) or processing error, at most ``max``."""
+    """Share of all images with that gate status (reject/flag) or processing error, at most ``max``.
+
+    ``ignore_reasons``: images whose every reason is one of these keys are not counted as rejected/flagged
+    (e.g. ``[duplicate_of]``: a batch of near-identical shots should not read as a bad batch).
+    """
 
     type: Literal["reject_rate", "flag_rate", "error_rate"]
     max: float = Field(ge=0, le=1)
+    ignore_reasons: list[str] = Field(default_factory=list)
 
 
 class _Bounds(_Gate):
@@ -161,6 +243,14 @@ class Collection(_Strict):
 
 class _Route(_Strict):
     when: list[GateStatus] = Field(min_length=1)
+    # Only images with one of these reasons: a reason key also matches its per-image and missing forms
+    # (``duplicate_of`` selects ``duplicate_of:ab12`` and ``duplicate_of:missing``). None: any reason.
+    reasons: list[str] | None = Field(None, min_length=1)
+
+    def selects(self, status: str, reasons: tuple[str, ...] | list[str]) -> bool:
+        if status not in {s.value for s in self.when}:
+            return False
+        return self.reasons is None or any(has_reason(reasons, k) for k in self.reasons)
 
 
 class CopyRoute(_Route):
@@ -211,9 +301,11 @@ class GateFile(_Strict):
     relative_rules: list[RelativeRule] = Field(default_factory=list)
     collection: Collection = Field(default_factory=Collection)
     routing: list[RouteRule] = Field(default_factory=list)
+    duplicates: DuplicatePolicy = Field(default_factory=DuplicatePolicy)  # the collection pass (schemas.duplicates)
     _source: str = PrivateAttr("gate file")
     _lines: dict[tuple[Any, ...], tuple[int, int]] = PrivateAttr(default_factory=dict)
     _skipped: list[str] = PrivateAttr(default_factory=list)
+    _deferred: frozenset[str] = PrivateAttr(default_factory=frozenset)
 
     @model_validator(mode="after")
     def _unique_names(self) -> GateFile:
@@ -231,6 +323,15 @@ class GateFile(_Strict):
     def skipped(self) -> list[str]:
         """Optional rules left out by :func:`bind` because the run lacks their columns."""
         return list(self._skipped)
+
+    @property
+    def deferred(self) -> list[str]:
+        """Image rules (by name) that read columns the collection pass adds: decided in the final pass only."""
+        return [r.name for r in self.image_rules if r.name in self._deferred]
+
+    def shard_rules(self) -> list[ImageRule]:
+        """The image rules the shard task can decide as it writes (all but the deferred ones)."""
+        return [r for r in self.image_rules if r.name not in self._deferred]
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
@@ -335,12 +436,19 @@ def column_kinds(schema: pa.Schema) -> dict[str, str]:
     return {f.name: gate_expr.value_kind(f.type) for f in schema if f.name not in (Col.GATE_STATUS, Col.GATE_REASONS)}
 
 
-def bind(spec: GateFile, schema: pa.Schema, hints: Mapping[str, str] | None = None) -> GateFile:
+def bind(spec: GateFile, schema: pa.Schema, hints: Mapping[str, str] | None = None,
+         later: Mapping[str, str] | None = None) -> GateFile:
     """Check every column the gate file uses against ``schema``; returns the spec without optional rules
-    whose columns are absent. ``hints`` maps a column to a fix (e.g. the scorer that would produce it)."""
-    kinds = column_kinds(schema)
+    whose columns are absent. ``hints`` maps a column to a fix (e.g. the scorer that would produce it).
+
+    ``later`` maps columns the run will add after the shard task (the collection pass: ``COLLECTION_KINDS``)
+    to their kinds: rules reading them are checked as if they were there and marked deferred."""
+    own = column_kinds(schema)
+    later = {c: k for c, k in (later or {}).items() if c not in own}
+    kinds = {**own, **later}
     hints = hints or {}
     skipped: list[str] = []
+    deferred: set[str] = set()
 
     def fail(path: tuple[Any, ...], what: str, exc: gate_expr.ExprError | None, column: str | None) -> ConfigError:
         fix = hints.get(column or "", "use a column of this run's results (scorer outputs or fixed columns)")
@@ -360,9 +468,18 @@ def bind(spec: GateFile, schema: pa.Schema, hints: Mapping[str, str] | None = No
         try:
             gate_expr.check(rule.ast(), kinds)
         except gate_expr.ExprError as exc:
-            col = next(iter(missing(rule.used_columns())), None)
+            col = next(iter(missing(rule.expr_columns())), None)
             what = f"rule {rule.name!r} require {rule.require!r}"
             raise fail(("image_rules", i, "require"), what, exc, col) from None
+        unknown = missing(rule.reason_columns)
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], list(kinds), n=3, cutoff=0.6)
+            hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else "no such results column."
+            raise fail(("image_rules", i, "reason"), f"rule {rule.name!r} reason {rule.reason!r}",
+                       gate_expr.ExprError(f"unknown column {unknown[0]!r} in a {{placeholder}}; {hint}", 0),
+                       unknown[0])
+        if any(c in later for c in rule.used_columns()):
+            deferred.add(rule.name)
         image_rules.append(rule)
     relative = []
     for i, rel in enumerate(spec.relative_rules):
@@ -382,4 +499,5 @@ def bind(spec: GateFile, schema: pa.Schema, hints: Mapping[str, str] | None = No
                        gate_expr.ExprError(problem, 0), column)
     bound = spec.model_copy(update={"image_rules": image_rules, "relative_rules": relative})
     bound._source, bound._lines, bound._skipped = spec._source, spec._lines, skipped
+    bound._deferred = frozenset(deferred)
     return bound

@@ -18,6 +18,7 @@ from iqaflow.schemas.gates import (
     RateGate,
     ValuesGate,
     gate_name,
+    has_reason,
 )
 from iqaflow.schemas.results import Col, GateStatus, Status
 
@@ -44,7 +45,23 @@ def _rate(gate: RateGate) -> ExpectationSpec:
                                {"column": Col.STATUS, "value_set": [Status.OK.value], "mostly": _mostly(gate.max)})
     bad = GateStatus.REJECT.value if gate.type == "reject_rate" else GateStatus.FLAG.value
     return ExpectationSpec("expect_column_values_to_not_be_in_set",
-                           {"column": Col.GATE_STATUS, "value_set": [bad], "mostly": _mostly(gate.max)})
+                           {"column": status_column(gate), "value_set": [bad], "mostly": _mostly(gate.max)})
+
+
+def status_column(gate: RateGate) -> str:
+    """The frame column a rate gate reads: the gate status, or a copy that passes the ignored reasons."""
+    return f"{Col.GATE_STATUS}__{gate_name(gate)}" if gate.ignore_reasons else Col.GATE_STATUS
+
+
+def with_ignored_reasons(frame: Any, spec: GateFile) -> Any:
+    """Add each ``ignore_reasons`` rate gate's status column to a pandas frame of the results."""
+    for gate in spec.collection.gates:
+        if isinstance(gate, RateGate) and gate.ignore_reasons and gate.type != "error_rate":
+            only_ignored = frame[Col.GATE_REASONS].map(
+                lambda rs, keys=gate.ignore_reasons: rs is not None and len(rs) > 0
+                and all(any(has_reason([r], k) for k in keys) for r in rs))
+            frame[status_column(gate)] = frame[Col.GATE_STATUS].where(~only_ignored, GateStatus.PASS.value)
+    return frame
 
 
 def expectation_for(gate: CollectionGate) -> ExpectationSpec | None:
@@ -80,6 +97,8 @@ def compile_suite(spec: GateFile) -> list[ExpectationSpec]:
 def frame_columns(spec: GateFile) -> list[str]:
     """Results columns the collection gates read (the GX batch holds only these)."""
     cols = [Col.IMAGE_ID, Col.STATUS, Col.GATE_STATUS]
+    if any(isinstance(g, RateGate) and g.ignore_reasons for g in spec.collection.gates):
+        cols.append(Col.GATE_REASONS)
     for gate in spec.collection.gates:
         column = getattr(gate, "column", None)
         if column and column not in cols:

@@ -52,6 +52,18 @@ class Col:
     # Scored pixels' width / the original width: 1.0, or < 1 when a huge image was downscaled to the run's
     # max_decode_pixels before scoring (width and height stay the original size).
     DECODE_SCALE = "decode_scale"
+    # Fingerprints of the decoded pixels (iqaflow.models.fingerprints), written by the shard task.
+    PIXEL_HASH = "pixel_hash"  # exact duplicates: the same pixels in any container or with other metadata
+    PHASH = "phash"  # 64-bit perceptual hashes as signed int64 (the uint64 bit pattern)
+    DHASH = "dhash"
+    # The collection pass over the whole run (iqaflow.tasks.collection): duplicate groups and size outliers.
+    DUP_GROUP = "dup_group"  # id shared by the members of a duplicate group; null for images without duplicates
+    DUPLICATE_OF = "duplicate_of"  # image_id of the group's kept image; null for kept images and singletons
+    DUP_DISTANCE = "dup_distance"  # Hamming distance to the kept image's hash (0: exact); null if not a duplicate
+    IS_DUPLICATE = "is_duplicate"  # true for every group member but the kept one
+    ASPECT_RATIO = "aspect_ratio"  # width / height of the original image
+    MEGAPIXELS = "megapixels"  # width * height / 1e6 of the original image
+    SIZE_OUTLIER = "size_outlier"  # aspect ratio or pixel count outside the collection's IQR fences
     GATE_STATUS = "gate_status"  # present when the run has a gate file (iqaflow.schemas.gates)
     GATE_REASONS = "gate_reasons"
 
@@ -126,9 +138,24 @@ _BASE_FIELDS: tuple[pa.Field, ...] = (
     pa.field(Col.ALIGN_OVERLAP, pa.float32()),
     pa.field(Col.HEATMAP_URI, pa.string()),
     pa.field(Col.DECODE_SCALE, pa.float32()),
+    pa.field(Col.PIXEL_HASH, pa.string()),
+    pa.field(Col.PHASH, pa.int64()),
+    pa.field(Col.DHASH, pa.int64()),
 )
 
 BASE_COLUMNS: frozenset[str] = frozenset(f.name for f in _BASE_FIELDS)
+
+# Added after the scorer columns by the collection pass (before the gate columns).
+COLLECTION_FIELDS: tuple[pa.Field, ...] = (
+    pa.field(Col.DUP_GROUP, pa.int64()),
+    pa.field(Col.DUPLICATE_OF, pa.string()),
+    pa.field(Col.DUP_DISTANCE, pa.int16()),
+    pa.field(Col.IS_DUPLICATE, pa.bool_()),
+    pa.field(Col.ASPECT_RATIO, pa.float32()),
+    pa.field(Col.MEGAPIXELS, pa.float32()),
+    pa.field(Col.SIZE_OUTLIER, pa.bool_()),
+)
+COLLECTION_COLUMNS: frozenset[str] = frozenset(f.name for f in COLLECTION_FIELDS)
 
 # Added after the scorer columns when a run has gates; reasons are the failed rules' labels in rule order.
 GATE_FIELDS: tuple[pa.Field, ...] = (
@@ -142,7 +169,7 @@ def scorer_columns(outputs: Iterable[str]) -> list[pa.Field]:
     """One nullable float64 column per scorer output (null where the image could not be scored)."""
     fields = []
     for name in outputs:
-        if name in BASE_COLUMNS or name in GATE_COLUMNS:
+        if name in BASE_COLUMNS or name in GATE_COLUMNS or name in COLLECTION_COLUMNS:
             raise ValueError(f"scorer output {name!r} clashes with a fixed results column")
         fields.append(pa.field(name, pa.float64()))
     return fields

@@ -1,14 +1,16 @@
 """Per-image and relative gate decisions: pure functions from a results table to status + reasons.
 
-Per-image rules need one row at a time, so the shard task applies them as it writes (streaming).
-Relative rules (top-k, top/bottom percent) need the whole run and are applied by the final gate
-pass, which recomputes every decision from the scores so a changed gate file never leaves stale
-statuses behind.
+Per-image rules need one row at a time, so the shard task applies them as it writes (streaming),
+except those reading columns of the collection pass (duplicates, size outliers), which exist only
+once the whole run is scored. Relative rules (top-k, top/bottom percent) need the whole run too.
+The final gate pass applies all of them: it recomputes every decision from the scores, so a changed
+gate file never leaves stale statuses behind.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -27,19 +29,34 @@ _REJECT = _RANK[GateStatus.REJECT.value]
 
 @dataclass
 class Decisions:
-    """``rank`` 0 pass / 1 flag / 2 reject per row; one array of reason-or-None per rule applied."""
+    """``rank`` 0 pass / 1 flag / 2 reject per row; one array of reason-or-None per rule applied, and per rule
+    the key its reasons are counted under (None: the reasons themselves; a key for per-image reasons)."""
 
     rank: np.ndarray
     failures: list[np.ndarray] = field(default_factory=list)
+    keys: list[str | None] = field(default_factory=list)
 
     @classmethod
     def empty(cls, n: int) -> Decisions:
         return cls(np.zeros(n, dtype=np.int8))
 
-    def add(self, failed: np.ndarray, outcome: str) -> None:
+    def add(self, failed: np.ndarray, outcome: str, key: str | None = None) -> None:
         self.failures.append(failed)
+        self.keys.append(key)
         hit = np.not_equal(failed, None)
         self.rank[hit] = np.maximum(self.rank[hit], _RANK[outcome])
+
+    def reason_counts(self) -> dict[str, int]:
+        """Images per reason, sorted; per-image reasons (``duplicate_of:<id>``) count under their rule's key."""
+        counts: Counter[str] = Counter()
+        for failed, key in zip(self.failures, self.keys, strict=True):
+            hit = failed[np.not_equal(failed, None)].tolist()
+            if key is None:
+                counts.update(hit)
+            else:
+                missing = key + MISSING_SUFFIX
+                counts.update(missing if r == missing else key for r in hit)
+        return dict(sorted(counts.items()))
 
     def status(self) -> pa.Array:
         return pa.array(_STATUSES[self.rank], pa.string())
@@ -57,7 +74,8 @@ class Decisions:
 
 
 def rule_failures(table: pa.Table, rule: ImageRule) -> np.ndarray:
-    """Reason label where ``rule.require`` is not satisfied (``<reason>:missing`` where it is unknown)."""
+    """Reason where ``rule.require`` is not satisfied (``<reason key>:missing`` where it is unknown); a reason
+    with ``{column}`` placeholders is filled from each failed image's row."""
     result = gate_expr.evaluate(rule.ast(), table).combine_chunks()
     true = result.fill_null(False).to_numpy(zero_copy_only=False).astype(bool)
     unknown = result.is_null().to_numpy(zero_copy_only=False).astype(bool)
@@ -65,15 +83,20 @@ def rule_failures(table: pa.Table, rule: ImageRule) -> np.ndarray:
     if rule.on_null == "pass":
         failed &= ~unknown
     out = np.full(len(true), None, dtype=object)
-    out[failed & ~unknown] = rule.label
-    out[failed & unknown] = rule.label + MISSING_SUFFIX
+    known = np.flatnonzero(failed & ~unknown)
+    if rule.reason_columns and len(known):
+        rows = table.select(rule.reason_columns).take(pa.array(known, pa.int64())).to_pylist()
+        out[known] = [rule.render_reason(r) for r in rows]
+    else:
+        out[known] = rule.label
+    out[failed & unknown] = rule.reason_key + MISSING_SUFFIX
     return out
 
 
 def image_decisions(table: pa.Table, rules: Sequence[ImageRule]) -> Decisions:
     decisions = Decisions.empty(table.num_rows)
     for rule in rules:
-        decisions.add(rule_failures(table, rule), rule.outcome)
+        decisions.add(rule_failures(table, rule), rule.outcome, rule.reason_key if rule.reason_columns else None)
     return decisions
 
 
@@ -123,6 +146,7 @@ def with_gate_columns(table: pa.Table, status: pa.Array, reasons: pa.Array, fing
 
 
 def apply_image_gates(table: pa.Table, spec: GateFile) -> pa.Table:
-    """The shard task's step: per-image rules only (relative rules wait for the whole run)."""
-    decisions = image_decisions(table, spec.image_rules)
+    """The shard task's step: per-image rules that need no collection column (the rest, and relative rules,
+    wait for the whole run; the final pass recomputes every status)."""
+    decisions = image_decisions(table, spec.shard_rules())
     return with_gate_columns(table, decisions.status(), decisions.reasons(), spec.fingerprint())

@@ -28,6 +28,7 @@ import numpy as np
 
 from iqaflow.models.base import Scorer
 from iqaflow.models.deep import TorchScorer
+from iqaflow.models.fingerprints import fingerprints
 from iqaflow.tasks.decode import FULL_DECODE_CEILING, Decoded, open_image, sniff_medical
 from iqaflow.tasks.isolate import score_isolated
 from iqaflow.tasks.jpeg_header import JpegHeader, jpeg_header
@@ -170,7 +171,11 @@ class TensorPath:
             if t is None or tuple(t.shape[-2:]) != (h.height, h.width):
                 continue  # the CPU path decodes it and reports what is wrong with it
             r.decoded = Decoded(_NO_PIXELS, h.width, h.height, "JPEG", h.mode, 8)
-            done.append((r, t[:1] if h.components == 1 else t))  # gray stays gray, as Pillow's "L"
+            t = t[:1] if h.components == 1 else t  # gray stays gray, as Pillow's "L"
+            # nvJPEG's IDCT may differ from libjpeg's by a level here and there: pixel_hash can then differ
+            # from a CPU run's for the same file (perceptual hashes do not move).
+            r.fingerprint = fingerprints(t.permute(1, 2, 0).cpu().numpy())
+            done.append((r, t))
         decode_ms = (time.perf_counter() - t0) * 1e3 / max(1, len(done))
         for r, _ in done:
             r.decode_ms = decode_ms

@@ -27,9 +27,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from iqaflow.errors import ConfigError
-from iqaflow.schemas.gates import GATES_KEY, DriftGate, GateFile, bind, gate_name, load_gate_file
-from iqaflow.schemas.gx_suite import compile_suite, frame_columns, severity
-from iqaflow.schemas.results import GATE_FIELDS, Col, GateStatus
+from iqaflow.schemas.gates import COLLECTION_KINDS, GATES_KEY, DriftGate, GateFile, bind, gate_name, load_gate_file
+from iqaflow.schemas.gx_suite import compile_suite, frame_columns, severity, with_ignored_reasons
+from iqaflow.schemas.results import COLLECTION_FIELDS, GATE_FIELDS, Col, GateStatus
 from iqaflow.tasks.decide import decide, with_gate_columns
 from iqaflow.tasks.storage import atomic_write, full_uri, join, open_fs
 
@@ -85,7 +85,7 @@ def read_columns(files: list[str], columns: list[str]) -> tuple[pa.Table, list[i
     """The ``columns`` of every shard, concatenated; absent columns (e.g. gate columns) read as null.
 
     Also returns rows per file and each file's gate fingerprint."""
-    gate_types = {f.name: f.type for f in GATE_FIELDS}
+    gate_types = {f.name: f.type for f in (*GATE_FIELDS, *COLLECTION_FIELDS)}
     pieces, counts, prints = [], [], []
     for uri in files:
         table, schema = _read_parquet(uri, columns)
@@ -110,6 +110,14 @@ def scorer_hints() -> dict[str, str]:
             for name, cls in all_scorers().items() for out in cls.info.outputs}
 
 
+def collection_hints() -> dict[str, str]:
+    """Fixes for a gate file that reads collection columns a run does not have."""
+    return {col: f"column {col!r} comes from the collection pass (duplicate groups, size outliers), which this "
+                 "run did not run: score with `duplicates: true` in the run config (the default), or set "
+                 "`optional: true` on the rule"
+            for col in COLLECTION_KINDS}
+
+
 def directions() -> dict[str, bool]:
     """higher_is_better of every scorer's main column (extra outputs have no declared direction)."""
     from iqaflow.models.registry import all_scorers
@@ -117,10 +125,14 @@ def directions() -> dict[str, bool]:
     return {name: cls.info.higher_is_better for name, cls in all_scorers().items()}
 
 
-def prepare(gates: str | GateFile, schema: pa.Schema) -> GateFile:
-    """Load (if a path) and bind the gate file to a results schema."""
+def prepare(gates: str | GateFile, schema: pa.Schema, collection: bool = False) -> GateFile:
+    """Load (if a path) and bind the gate file to a results schema.
+
+    ``collection``: the run will add the collection pass's columns after scoring (``schema`` is the shard
+    task's); rules reading them are deferred to the final pass (``spec.shard_rules()`` leaves them out).
+    Without it they must be in ``schema`` (a finished run's), else a ConfigError says how to get them."""
     spec = load_gate_file(gates) if isinstance(gates, str) else gates
-    return bind(spec, schema, scorer_hints())
+    return bind(spec, schema, {**collection_hints(), **scorer_hints()}, COLLECTION_KINDS if collection else None)
 
 
 def results_schema_of(run: RunPaths) -> pa.Schema:
@@ -148,14 +160,30 @@ def _rewrite(uri: str, status: pa.Array, reasons: pa.Array, fingerprint: str) ->
     atomic_write(fs, path, buf.getvalue())
 
 
+def _check_deferred(spec: GateFile, run: RunPaths) -> None:
+    """A spec bound before the collection pass (for the shard task) is only usable here once its columns exist;
+    absent columns would otherwise read as null and every deferred rule would fail as ``:missing``."""
+    if not spec.deferred:
+        return
+    names = set(results_schema_of(run).names)
+    hints = collection_hints()
+    for rule in spec.image_rules:
+        absent = [c for c in rule.used_columns() if c in hints and c not in names]
+        if rule.name in spec.deferred and absent:
+            raise ConfigError(f"{spec.source}: rule {rule.name!r} reads {absent[0]!r}, which the results in "
+                              f"{run.results_dir} do not have. Fix: {hints[absent[0]]}")
+
+
 def apply_decisions(run: RunPaths, spec: GateFile) -> DecisionSummary:
     """Recompute every image's status from its scores and commit shards whose gate columns changed."""
     files = list_shards(run.results_dir)
+    _check_deferred(spec, run)
     used = [c for r in (*spec.image_rules, *spec.relative_rules) for c in r.used_columns()]
     columns = list(dict.fromkeys([Col.IMAGE_ID, *used, Col.GATE_STATUS, Col.GATE_REASONS]))
     table, counts, prints = read_columns(files, columns)
     decisions = decide(table, spec, directions())
     status, reasons = decisions.status(), decisions.reasons()
+
     fingerprint = spec.fingerprint()
     todo, offset = [], 0
     for uri, n, fp in zip(files, counts, prints, strict=True):
@@ -170,9 +198,7 @@ def apply_decisions(run: RunPaths, spec: GateFile) -> DecisionSummary:
         list(pool.map(lambda job: _rewrite(*job, fingerprint), todo))
     values = status.value_counts().to_pylist()
     counts_by = {s.value: 0 for s in GateStatus} | {v["values"]: int(v["counts"]) for v in values}
-    flat = pc.list_flatten(reasons)
-    reason_counts = {v["values"]: int(v["counts"]) for v in flat.value_counts().to_pylist()} if len(flat) else {}
-    return DecisionSummary(table.num_rows, counts_by, dict(sorted(reason_counts.items())), len(files), len(todo),
+    return DecisionSummary(table.num_rows, counts_by, decisions.reason_counts(), len(files), len(todo),
                            spec.skipped)
 
 
@@ -275,7 +301,8 @@ def validate_collection(run: RunPaths, spec: GateFile, baseline: str | None = No
     expectations = compile_suite(spec)
     fs, gates_dir = open_fs(run.gates_dir)
     with tempfile.TemporaryDirectory(prefix="iqaflow-gx-") as tmp:
-        outcome = run_suite(table.to_pandas(), expectations, spec.name, run.run_id, Path(tmp))
+        frame = with_ignored_reasons(table.to_pandas(), spec)
+        outcome = run_suite(frame, expectations, spec.name, run.run_id, Path(tmp))
         atomic_write(fs, join(gates_dir, "validation.json"), json.dumps(outcome.result, indent=2).encode())
         _write_tree(outcome.docs_root, join(run.gates_dir, "data_docs"))
     checks = []

@@ -3,7 +3,8 @@
 Sections: run summary, per-scorer histograms with the gate file's per-image thresholds drawn on them,
 pass/flag/reject counts per folder (the image's parent folder relative to the source root), the N
 worst images as thumbnails with scores and reasons, an error breakdown, the gate report (collection
-checks, routing) and drift against a baseline run. Works on local and object-store run folders.
+checks, routing), drift against a baseline run, and (when the run has the collection pass's columns or
+hygiene scores) duplicate groups and hygiene counts. Works on local and object-store run folders.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from iqaflow.schemas.results import BASE_COLUMNS, GATE_COLUMNS, Col, GateStatus, Status
-from iqaflow.tasks.report_plots import Threshold, drift_png, histogram_png, thumbnail_jpeg
+from iqaflow.schemas.results import BASE_COLUMNS, COLLECTION_COLUMNS, GATE_COLUMNS, Col, GateStatus, Status
+from iqaflow.tasks.report_dups import Duplicates, duplicates_section
+from iqaflow.tasks.report_images import Image, thumbnails
+from iqaflow.tasks.report_plots import Threshold, drift_png, histogram_png
 from iqaflow.tasks.storage import atomic_write, join, open_fs
 
 log = logging.getLogger(__name__)
@@ -33,20 +36,6 @@ MAX_PLOTS = 16
 MAX_FOLDERS = 200
 ERROR_EXAMPLES = 3
 _SEVERITY = {GateStatus.REJECT.value: 2, GateStatus.FLAG.value: 1}
-MEDICAL_FORMATS = frozenset({"DICOM", "NIfTI"})  # decoded formats whose pixels may show a patient
-
-
-@dataclass
-class Image:
-    uri: str
-    name: str
-    status: str
-    reasons: list[str]
-    scores: dict[str, float | None]
-    thumb: str | None = None
-    note: str = ""
-
-
 @dataclass
 class ReportData:
     run_id: str
@@ -68,10 +57,12 @@ class ReportData:
     gate_report: dict[str, Any] | None = None
     baseline: str | None = None
     drift: list[dict[str, Any]] = field(default_factory=list)
+    duplicates: Duplicates | None = None  # None: the run has neither collection columns nor hygiene scores
     notes: list[str] = field(default_factory=list)
 
 
-_READ = (Col.URI, Col.STATUS, Col.ERROR_CODE, Col.ERROR_MESSAGE, Col.FORMAT, Col.GATE_STATUS, Col.GATE_REASONS)
+_READ = (Col.URI, Col.IMAGE_ID, Col.STATUS, Col.ERROR_CODE, Col.ERROR_MESSAGE, Col.FORMAT, Col.MODE, Col.GATE_STATUS,
+         Col.GATE_REASONS, *sorted(COLLECTION_COLUMNS))
 
 
 def read_results(results_dir: str) -> pa.Table:
@@ -99,8 +90,8 @@ def read_results(results_dir: str) -> pa.Table:
 
 
 def score_columns(schema: pa.Schema) -> list[str]:
-    return [f.name for f in schema if f.name not in BASE_COLUMNS and f.name not in GATE_COLUMNS
-            and pa.types.is_floating(f.type)]
+    fixed = BASE_COLUMNS | GATE_COLUMNS | COLLECTION_COLUMNS
+    return [f.name for f in schema if f.name not in fixed and pa.types.is_floating(f.type)]
 
 
 def gate_thresholds(spec: Any) -> list[Threshold]:
@@ -121,7 +112,7 @@ def gate_thresholds(spec: Any) -> list[Threshold]:
             if isinstance(left, ge.Literal) and isinstance(right, ge.Column):
                 left, right, op = right, left, flip[op]
             if isinstance(left, ge.Column) and isinstance(right, ge.Literal) and right.kind == "number":
-                out.append(Threshold(left.name, float(right.value), op, rule.label, rule.outcome))
+                out.append(Threshold(left.name, float(right.value), op, rule.reason_key, rule.outcome))
 
     for rule in spec.image_rules:
         walk(rule.ast(), rule)
@@ -180,20 +171,6 @@ def _badness(table: pa.Table, columns: list[str]) -> np.ndarray:
         return np.where(counts > 0, np.nansum(stacked, axis=0) / np.maximum(counts, 1), np.nan)
 
 
-def _thumb(image: Image) -> Image:
-    from iqaflow.tasks.read import fetch
-
-    got = fetch(image.uri)
-    if got.data is None:
-        image.note = f"not readable now: {got.error}"
-        return image
-    try:
-        image.thumb = thumbnail_jpeg(got.data)
-    except Exception as exc:  # a report shows what it can; the image's own row says why it is odd
-        image.note = f"no thumbnail: {type(exc).__name__}: {exc}"
-    return image
-
-
 def _worst(table: pa.Table, columns: list[str], rel: list[str], n: int, phi_safe: bool = True) -> list[Image]:
     """The ``n`` worst readable images with thumbnails; medical images in a PHI-safe run get none."""
     if n <= 0 or table.num_rows == 0:
@@ -210,14 +187,7 @@ def _worst(table: pa.Table, columns: list[str], rel: list[str], n: int, phi_safe
     images = [Image(r[Col.URI], rel[i], gates[i] or "ungated", list(reasons[i] or []),
                     {c: r[c] for c in columns}) for i, r in zip(order, rows, strict=True)]
     formats = picked[Col.FORMAT].to_pylist() if Col.FORMAT in picked.column_names else [None] * len(images)
-    todo = []
-    for im, fmt in zip(images, formats, strict=True):
-        if phi_safe and fmt in MEDICAL_FORMATS:
-            im.note = "thumbnail withheld: medical image in a PHI-safe run (phi_safe: false shows it)"
-        else:
-            todo.append(im)
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(_thumb, todo))
+    thumbnails(images, formats, phi_safe)
     return images
 
 
@@ -296,9 +266,11 @@ def build_report(results: str, gates: str | None = None, baseline: str | None = 
     )
     data.gate_report = _read_json(join(run.gates_dir, "report.json"))
     data.gate_file = gates or config.get("gates") or (data.gate_report or {}).get("gate_file")
+    spec = None
     if data.gate_file:
         try:
-            data.thresholds = gate_thresholds(load_gate_file(data.gate_file))
+            spec = load_gate_file(data.gate_file)
+            data.thresholds = gate_thresholds(spec)
         except Exception as exc:
             data.notes.append(f"gate file {data.gate_file} not read ({exc}); histograms have no thresholds")
     status_arr = np.array(status, dtype=object)
@@ -312,6 +284,7 @@ def build_report(results: str, gates: str | None = None, baseline: str | None = 
     data.folders, data.folders_total = _folders(rel, status, errors)
     data.worst = _worst(table, columns, rel, worst, bool(config.get("phi_safe", True)))
     data.errors = _errors(table, rel)
+    data.duplicates = duplicates_section(table, rel, spec, bool(config.get("phi_safe", True)))
     data.baseline = baseline or config.get("baseline")
     if data.baseline:
         try:

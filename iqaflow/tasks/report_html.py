@@ -30,6 +30,7 @@ td.l, th.l { text-align: left; } .kpi { display: inline-block; margin: 6px 18px 
 .card { width: 180px; border: 1px solid #ddd; border-radius: 4px; padding: 6px; font-size: 11px;
         word-break: break-all; }
 .card img.thumb { display: block; max-width: 168px; max-height: 168px; margin: 0 auto 4px; }
+.card.kept { border: 2px solid #1a7f37; } h3 { font-size: 15px; margin: 16px 0 6px; }
 .badge { display: inline-block; padding: 0 6px; border-radius: 3px; color: #fff; font-size: 11px; }
 {% for s, c in colours.items() %}.s-{{ s }} { background: {{ c }}; }
 {% endfor %}.s-error { background: #666; }
@@ -41,7 +42,8 @@ td.l, th.l { text-align: left; } .kpi { display: inline-block; margin: 6px 18px 
 <h1>iqaflow run <code>{{ d.run_id }}</code></h1>
 <div class="muted">{{ d.run_root }} &middot; generated {{ d.generated }}</div>
 <nav><a href="#summary">summary</a><a href="#scores">scores</a><a href="#folders">folders</a>
-<a href="#worst">worst images</a><a href="#errors">errors</a><a href="#gates">gates</a><a href="#drift">drift</a></nav>
+<a href="#worst">worst images</a>{% if d.duplicates %}<a href="#duplicates">duplicates</a>{% endif %}
+<a href="#errors">errors</a><a href="#gates">gates</a><a href="#drift">drift</a></nav>
 {% for n in d.notes %}<p class="note">{{ n }}</p>{% endfor %}
 
 <h2 id="summary">Run summary</h2>
@@ -84,6 +86,31 @@ over the scorers (oriented so that worse is higher).</p>
 <span class="badge s-{{ im.status }}">{{ im.status }}</span> {{ im.reasons|join(", ") }}<br>
 <b>{{ im.name }}</b><br>{% for k, v in im.scores.items() %}{{ k }}={{ v|num }} {% endfor %}</div>
 {% else %}<p>No scored images.</p>{% endfor %}</div>
+{% set u = d.duplicates %}{% if u %}
+
+<h2 id="duplicates">Duplicates and hygiene</h2>
+{% if u.grouped %}
+<div class="kpi">duplicate groups<b>{{ u.groups }}</b></div>
+<div class="kpi">images in groups<b>{{ u.images_in_groups }}</b></div>
+<div class="kpi">not kept<b>{{ u.duplicates }}</b></div><div class="kpi">exact copies<b>{{ u.exact }}</b></div>
+<div class="kpi">near duplicates<b>{{ u.near }}</b></div>
+<p class="muted">{{ u.exact_groups }} of {{ u.groups }} group(s) hold only exact copies. The {{ u.largest|length }}
+largest, the kept image first (outlined); each other image shows its Hamming distance to the kept one
+(0: the same pixels).</p>
+{% for g in u.largest %}<h3>group {{ g.group }}: {{ g.size }} images{% if g.exact %}, exact copies{% endif %}</h3>
+<div class="grid">{% for im in g.members %}<div class="card{% if im.kept %} kept{% endif %}">
+{% if im.thumb %}<img class="thumb" alt="{{ im.name }}" src="data:image/jpeg;base64,{{ im.thumb }}">
+{% else %}<div class="muted">{{ im.note }}</div>{% endif %}
+{% if im.kept %}<b class="ok">kept</b>{% else %}distance <b>{{ im.distance|num }}</b>{% endif %}
+<span class="badge s-{{ im.status }}">{{ im.status }}</span><br><b>{{ im.name }}</b></div>{% endfor %}
+{% if g.size > g.members|length %}<p class="muted">and {{ g.size - g.members|length }} more</p>{% endif %}</div>
+{% endfor %}{% endif %}
+<table class="hygiene"><tr><th class="l">check</th><th class="l">counted as</th><th>images</th>
+<th class="l">gate file rules (images)</th></tr>{% for h in u.hygiene %}<tr><td class="l">{{ h.check }}</td>
+<td class="l"><code>{{ h.test }}</code></td><td>{{ h.images }}</td><td class="l">{{ h.gate or "-" }}</td></tr>
+{% endfor %}</table>
+<p class="muted">Hygiene thresholds are the ones the hygiene scorers document; the gate file may use others.</p>
+{% endif %}
 
 <h2 id="errors">Errors</h2>
 {% if d.errors %}<table><tr><th class="l">code</th><th>images</th><th class="l">examples</th></tr>

@@ -19,7 +19,7 @@ import io
 import posixpath
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import pyarrow as pa
@@ -53,6 +53,7 @@ class Step:
     dest: str | None
     state: str  # todo | done | skip | refused | error
     note: str = ""
+    reasons: list[str] = field(default_factory=list)  # why the image is routed (its gate reasons)
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,7 @@ class CopyAction(RouteAction):
         return [self._plan_one(index, item, root, ctx) for item in items]
 
     def _plan_one(self, index: int, item: Item, root: str, ctx: RouteContext) -> Step:
-        step = Step(index, self.name, item.uri, None, "todo")
+        step = Step(index, self.name, item.uri, None, "todo", reasons=list(item.reasons))
         try:
             step.dest = safe_join(root, relative_name(item.uri, ctx.source_root))
         except RoutingError as exc:

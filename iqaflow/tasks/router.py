@@ -65,8 +65,7 @@ def route(run: RunPaths, spec: GateFile, apply: bool = False, blocked: str = "",
     all_steps: list[Step] = []
     for index, rule in enumerate(spec.routing):
         action = get_action(rule.action)
-        wanted = {s.value for s in rule.when}
-        chosen = [i for i in items if i.status in wanted]
+        chosen = [i for i in items if rule.selects(i.status, i.reasons)]
         steps = action.plan(index, rule, chosen, ctx)
         if report.applied:
             by_uri = {i.uri: i for i in chosen}

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from iqaflow.models.base import ColourSpace, Scorer
 from iqaflow.models.colour import convert
 from iqaflow.models.device import resolve_device
+from iqaflow.models.fingerprints import Fingerprints, fingerprints
 from iqaflow.models.registry import create_scorer, set_model_registry_uri
 from iqaflow.models.weights import configure_store
 from iqaflow.schemas.gates import GateFile
@@ -124,6 +125,7 @@ class _Row:
     domain: DomainSettings = field(default_factory=DomainSettings)
     align: AlignInfo | None = None
     heatmap_uri: str | None = None
+    fingerprint: Fingerprints | None = None  # exact and perceptual hashes of the decoded pixels
     max_pixels: int | None = DEFAULT_MAX_PIXELS  # image and reference alike, so same-size pairs stay the same size
 
     def fail(self, code: ErrorCode, message: str) -> None:
@@ -138,6 +140,7 @@ def _decode_row(row: _Row) -> None:
     t0 = time.perf_counter()
     try:
         row.decoded = decode(row.fetched.data or b"", row.domain.volume_slices, row.max_pixels)
+        row.fingerprint = fingerprints(row.decoded.pixels)  # in the decode threads, while the pixels are warm
     except DecodeFailure as exc:
         row.fail(exc.code, exc.message)
     if phi_in_path(row.uri, row.decoded, row.domain):
@@ -292,6 +295,10 @@ def _to_table(rows: list[_Row], outputs: list[str], sid: str) -> pa.Table:
         cols[Col.MODE].append(d.mode if d else None)
         cols[Col.BIT_DEPTH].append(d.bit_depth if d else None)
         cols[Col.CONTENT_HASH].append(hashlib.sha256(data).hexdigest() if data is not None else None)
+        fp = r.fingerprint
+        cols[Col.PIXEL_HASH].append(fp.pixel_hash if fp else None)
+        cols[Col.PHASH].append(fp.phash if fp else None)
+        cols[Col.DHASH].append(fp.dhash if fp else None)
         cols[Col.STATUS].append(Status.ERROR.value if r.error_code else Status.OK.value)
         cols[Col.ERROR_CODE].append(r.error_code)
         cols[Col.ERROR_MESSAGE].append(r.error_message)

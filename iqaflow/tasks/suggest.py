@@ -16,7 +16,7 @@ import numpy as np
 
 from iqaflow.errors import ConfigError
 from iqaflow.schemas.gates import parse_gate_text
-from iqaflow.schemas.results import BASE_COLUMNS, GATE_COLUMNS, Col
+from iqaflow.schemas.results import BASE_COLUMNS, COLLECTION_COLUMNS, GATE_COLUMNS, Col
 from iqaflow.tasks.gate import RunPaths, directions, list_shards, read_columns, results_schema_of
 from iqaflow.tasks.storage import join, open_fs
 
@@ -115,7 +115,8 @@ def suggest(run: RunPaths, labels_file: str, min_auc: float = 0.6) -> tuple[str,
     except FileNotFoundError:
         raise ConfigError(f"labels file {labels_file!r} not found. Fix: pass a CSV with path,label rows") from None
     schema = results_schema_of(run)
-    score_cols = [f.name for f in schema if f.name not in BASE_COLUMNS and f.name not in GATE_COLUMNS]
+    fixed = BASE_COLUMNS | GATE_COLUMNS | COLLECTION_COLUMNS
+    score_cols = [f.name for f in schema if f.name not in fixed]
     table, _, _ = read_columns(list_shards(run.results_dir), [Col.URI, Col.IMAGE_ID, *score_cols])
     matched = _match(labels, table[Col.URI].to_pylist(), table[Col.IMAGE_ID].to_pylist(), configured_source(run))
     if len(matched) < 4 or len(set(matched.values())) < 2:
