@@ -135,26 +135,62 @@ def score(
         _print_summary(_with_progress(run_score, cfg))
 
 
-@app.command(epilog="Examples:\n\n  iqaflow models\n\n  iqaflow models --weights s3://bucket/iqaflow-weights/")
+@app.command(epilog="Examples:\n\n  iqaflow models\n\n  iqaflow models kang\n\n  iqaflow models --long\n\n"
+             "  iqaflow models --weights s3://bucket/iqaflow-weights/")
 def models(
+    name: Annotated[str | None, typer.Argument(help="One scorer: everything about it")] = None,
+    long: Annotated[bool, typer.Option("--long", help="Everything about every scorer")] = False,
     weights: Annotated[str | None, typer.Option(help="Weights store to check [default: $IQAFLOW_WEIGHTS]")] = None,
 ) -> None:
-    """List registered scorers: kind (NR/FR), direction, range, weights readiness, what they measure."""
-    from iqaflow.models.registry import all_scorers
+    """List registered scorers, one line each (name, NR/FR, better, ready); NAME or --long for the rest."""
+    from iqaflow.models.registry import all_scorers, get_scorer_class
     from iqaflow.models.weights import WeightsStore
 
     store = WeightsStore.from_env(weights)
-    table = Table(title=f"iqaflow scorers (weights store: {store.root})")
-    for col in ("name", "kind", "better", "range", "ready", "outputs", "description"):
-        table.add_column(col)
     states: dict[WeightSpec, str] = {}  # one check per file: several scorers share a backbone
-    for name, cls in all_scorers().items():
+    if name is not None or long:
+        scorers = {name: get_scorer_class(name)} if name is not None else all_scorers()
+        for scorer, cls in scorers.items():
+            _model_details(scorer, cls, store, states)
+        return
+    table = Table(title=f"iqaflow scorers (weights: {store.root})", title_justify="left", box=None,
+                  pad_edge=False)
+    table.add_column("name", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("better", no_wrap=True)
+    table.add_column("ready", no_wrap=True, overflow="ellipsis", max_width=48)
+    for scorer, cls in all_scorers().items():
         info = cls.info
-        table.add_row(
-            name, info.kind.upper(), "higher" if info.higher_is_better else "lower", info.range_text(),
-            weights_readiness(cls, store, states), ", ".join(info.outputs), info.description,
-        )
+        table.add_row(scorer, info.kind.upper(), "higher" if info.higher_is_better else "lower",
+                      _ready_short(cls, store, states))
     console.print(table)
+    console.print("[dim]iqaflow models NAME: one scorer in full; --long: all of them[/dim]")
+
+
+def _ready_short(cls: type[Scorer], store: WeightsStore, states: dict[WeightSpec, str]) -> str:
+    """"yes", or the state and names of the files that are not ready (the hint is in the details)."""
+    weights_readiness(cls, store, states)
+    bad: dict[str, list[str]] = {}
+    for spec in cls.info.weights:
+        if states[spec] != "ready":
+            bad.setdefault(states[spec], []).append(spec.filename)
+    return "; ".join(f"{state}: {', '.join(files)}" for state, files in bad.items()) or "yes"
+
+
+def _model_details(name: str, cls: type[Scorer], store: WeightsStore, states: dict[WeightSpec, str]) -> None:
+    info = cls.info
+    console.print(f"[bold]{name}[/bold]  {info.kind.upper()}, {'higher' if info.higher_is_better else 'lower'} "
+                  f"is better, range {info.range_text()}, {info.colour} input, size policy {info.size_policy}")
+    from rich.padding import Padding
+
+    lines = [info.description, *(f"column {out}: {info.extra_descriptions.get(out, '')}" for out in info.extra_outputs),
+             f"ready: {weights_readiness(cls, store, states)}"]
+    for spec in info.weights:
+        pin = f"sha256 {spec.sha256[:16]}... (pinned)" if spec.sha256 else "sha256 recorded by the store"
+        lines.append(f"file {spec.filename}: {states[spec]}, {pin}")
+    for line in lines:  # wrapped lines stay indented under the scorer's name
+        console.print(Padding(line, (0, 0, 0, 2)), highlight=False)
+    console.print()
 
 
 def weights_readiness(cls: type[Scorer], store: WeightsStore, states: dict[WeightSpec, str] | None = None) -> str:

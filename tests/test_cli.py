@@ -21,8 +21,22 @@ def iqaflow(*args: str, cwd: Path | None = None, timeout: float = 300) -> subpro
 def test_models_lists_scorers_with_kind_direction_range() -> None:
     res = iqaflow("models")
     assert res.returncode == 0, res.stderr
-    for text in ("sharpness", "exposure", "noise", "NR", "higher", "lower", "[0, 1]"):
+    for text in ("sharpness", "exposure", "noise", "NR", "higher", "lower"):
         assert text in res.stdout
+    detail = iqaflow("models", "exposure")
+    assert detail.returncode == 0 and "[0, 1]" in detail.stdout and "clipped_highlights" in detail.stdout
+    assert "[0, 1]" in iqaflow("models", "--long").stdout
+
+
+def test_models_fits_an_80_column_terminal_one_line_per_scorer() -> None:
+    from iqaflow.models.registry import all_scorers
+
+    res = subprocess.run([sys.executable, "-m", "iqaflow", "models"], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "COLUMNS": "80"})
+    lines = res.stdout.splitlines()
+    assert res.returncode == 0 and all(len(line) <= 80 for line in lines), res.stdout
+    for name in all_scorers():
+        assert sum(line.split()[:1] == [name] for line in lines) == 1, name
 
 
 def test_help_everywhere_with_examples() -> None:
