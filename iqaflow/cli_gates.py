@@ -166,19 +166,34 @@ def register(app: typer.Typer, quiet: Any) -> None:
         labels: Annotated[str, typer.Option(help="CSV of human labels: path (or uri/image_id) and label")],
         results: Annotated[str, typer.Option(help="Scored run folder (OUT/runs/RUN_ID) or its results folder")],
         out: Annotated[Path, typer.Option(help="Gate file to write")] = Path("gates.yaml"),
+        target_recall: Annotated[float | None, typer.Option(
+            help="Share of the rejects the rule must catch (default 0.8 unless --target-precision)")] = None,
+        target_precision: Annotated[float | None, typer.Option(
+            help="Share of the rule's rejections that must be labelled reject")] = None,
         min_auc: Annotated[float, typer.Option(help="Leave out scorers with a lower ROC AUC")] = 0.6,
     ) -> None:
-        """Propose per-scorer thresholds (ROC, precision/recall) from accept/reject labels; write a gate file."""
+        """Propose one rule meeting a target recall or precision of rejects, from accept/reject labels.
+
+        Scores are combined jointly (logistic regression, each scorer in its declared direction) or one
+        column is used alone, whichever does better held out; precision and recall are held out by k-fold
+        cross-validation."""
         from iqaflow.tasks.gate import locate_run
         from iqaflow.tasks.suggest import suggest as run_suggest
 
-        text, rows = run_suggest(locate_run(results), labels, min_auc)
-        table = Table(title="suggested thresholds (catching rejects)")
-        for col in ("column", "better", "AUC", "threshold", "precision", "recall", "in file"):
+        result = run_suggest(locate_run(results), labels, min_auc, target_recall, target_precision)
+        held = f"held out by {result.folds}-fold CV" if result.folds >= 2 else "too few labels for CV"
+        table = Table(title=f"suggested gate: target {result.target} ({held})")
+        for col in ("rule", "columns", "AUC", "held-out precision", "held-out recall", "fitted P/R", "kept"):
             table.add_column(col)
-        for r in sorted(rows, key=lambda r: -float(r["auc"])):  # type: ignore[arg-type]
-            table.add_row(str(r["column"]), str(r["direction"]), f"{r['auc']:.3f}", _fmt(r["threshold"]),
-                          f"{r['precision']:.2f}", f"{r['recall']:.2f}", "yes" if r["used"] else "no")
+        for c in result.candidates:
+            h, f = c.held_out, c.fitted
+            table.add_row(c.label, ", ".join(c.rule.columns), f"{c.auc:.3f}",
+                          "n/a" if h is None else f"{h.precision:.2f}", "n/a" if h is None else f"{h.recall:.2f}",
+                          f"{f.precision:.2f}/{f.recall:.2f}", "yes" if c.chosen else "")
         console.print(table)
-        out.write_text(text)
+        for note in result.notes:
+            console.print(f"  {note}", highlight=False)
+        kept = next(c for c in result.candidates if c.chosen)
+        console.print(f"[bold]rule:[/bold] {kept.rule.expression()}", highlight=False)
+        out.write_text(result.text)
         console.print(f"[bold]gate file:[/bold] {out}")

@@ -52,6 +52,12 @@ def small() -> pa.Table:
     ("noise <= 1e1 or sharpness >= -5", [True, True, True, None, True]),
     ("error_code is null or sharpness > 1000", [True, True, True, None, True]),  # Kleene: unknown or false
     ("error_code is not null or sharpness > 0", [True, True, True, True, True]),  # Kleene: true or unknown
+    ("sharpness - 100 >= 20", [True, True, False, None, True]),  # arithmetic: null in, null out (unknown)
+    ("0.5 * (sharpness - 100) / 10 - 2 * (noise - 1) / 4 >= 1", [True, False, False, None, False]),
+    ("(sharpness + noise) / 2 > 80 and not (noise > 5)", [True, False, False, None, False]),
+    ("-sharpness <= -150", [True, True, False, None, False]),
+    ("sharpness * 2 - noise * 10 >= 100 or noise-1 == 0", [True, True, True, None, True]),
+    ("sharpness / (noise - 1) > 100", [True, False, True, None, False]),  # x/0 = inf, as IEEE floats
 ])
 def test_expressions_evaluate_vectorised(small: pa.Table, expr: str, expected: list) -> None:
     assert _eval(expr, small) == expected
@@ -79,6 +85,9 @@ def test_and_binds_tighter_than_or() -> None:
     ("__import__('os').system('rm -rf /')", "unknown operator '.'", 16),
     ("sharpness > 1; import os", "unknown operator ';'", 13),
     ("x in (a)", "expected a value in the in-list", 6),
+    ("sharpness + 1", "expected a comparison (<=, >=, ==, !=, <, >) after the arithmetic", 13),
+    ("(sharpness - 1 > 2", "expected ')'", 18),
+    ("sharpness * > 2", "expected a column name or a value, got '>'", 12),
 ])
 def test_bad_expressions_name_the_position(expr: str, message: str, pos: int) -> None:
     with pytest.raises(gate_expr.ExprError) as info:
@@ -105,7 +114,9 @@ def test_type_and_column_checks(small: pa.Table) -> None:
                       ("1 < 2", "compares two constants"), ("sharpnes > 3", "did you mean 'sharpness'"),
                       ("error_code in (1, 2)", "is a number but error_code holds string values"),
                       ("sharpness", "'sharpness' holds number values; only a true/false column"),
-                      ("not error_code and noise < 3", "'error_code' holds string values")]:
+                      ("not error_code and noise < 3", "'error_code' holds string values"),
+                      ("error_code + 1 > 2", "arithmetic needs numbers, but error_code is a string"),
+                      ("(1 + 2) * 3 > 4", "compares two constants")]:
         with pytest.raises(gate_expr.ExprError, match=msg):
             gate_expr.check(gate_expr.parse(expr), kinds)
 
@@ -387,15 +398,18 @@ def test_suggest_writes_a_loadable_gate_file(tmp_path: Path) -> None:
     labels = tmp_path / "labels.csv"
     labels.write_text("path,label\n" + "".join(f"img{i:02d}.png,{'reject' if i < 6 else 'accept'}\n"
                                                for i in range(0, 20, 2)))
-    text, summary = suggest(run, str(labels))
+    result = suggest(run, str(labels), target_recall=0.9)
+    text = result.text
     spec = prepare(parse_gate_text(text, "suggested.yaml"), SCHEMA)
-    by = {r["column"]: r for r in summary}
-    assert by["sharpness"]["auc"] == pytest.approx(1.0) and by["sharpness"]["direction"] == "higher"
-    assert by["noise"]["direction"] == "lower" and by["noise"]["recall"] == 1.0
-    sharp = next(r for r in spec.image_rules if r.name == "sharpness_gate")
-    threshold = float(sharp.require.split(">=")[1])
-    assert 100 + 30 * 4 < threshold < 100 + 30 * 6 and sharp.outcome == "reject"
-    assert "precision 1.00, recall 1.00" in text
+    kept = next(c for c in result.candidates if c.chosen)
+    assert kept.auc == pytest.approx(1.0) and kept.fitted.recall == 1.0 and kept.fitted.precision == 1.0
+    rule = spec.image_rules[1]
+    assert rule.outcome == "reject" and len(spec.image_rules) == 2
+    ok = gate_expr.evaluate(gate_expr.parse(rule.require), table(rows)).to_pylist()
+    assert not any(ok[:5]) and all(ok[6:]), (rule.require, ok)  # img05 lies between the labelled classes
+    assert "Target: recall of rejects >= 0.90" in text and "Held out (" in text
+    with pytest.raises(ConfigError, match="both given"):
+        suggest(run, str(labels), target_recall=0.8, target_precision=0.8)
     (tmp_path / "few.csv").write_text("path,label\nimg00.png,reject\n")
     with pytest.raises(ConfigError, match="expected at least 4"):
         suggest(run, str(tmp_path / "few.csv"))

@@ -10,11 +10,17 @@ Nothing here calls ``eval``: text becomes tokens, tokens become nodes, nodes bec
                | operand "is" ["not"] "null"
                | operand ["not"] "in" "(" literal ("," literal)* ")"
                | COLUMN                                   a true/false column on its own
-    operand   := COLUMN | literal
-    literal   := NUMBER | 'string' | "string" | true | false
+    operand   := term (("+" | "-") term)*                arithmetic on numbers only
+    term      := factor (("*" | "/") factor)*
+    factor    := ("-" | "+") factor | "(" operand ")" | COLUMN | literal
+    literal   := ["-"] NUMBER | 'string' | "string" | true | false
 
 Nulls follow SQL's three-valued logic: a comparison with a missing value is unknown, ``and``/``or``
 are Kleene, ``not unknown`` is unknown. Callers decide what unknown means (gates: not satisfied).
+Arithmetic with a missing value is missing too (``noise * 2`` is null where ``noise`` is), so a
+comparison of it is unknown; a division by zero gives inf or nan, as IEEE floats do (arithmetic is
+done in float64). A "(" opens an arithmetic group when what follows parses as one and is compared,
+else a group of conditions.
 One exception, so that ``error_code not in ('TRUNCATED')`` holds for images without an error: a
 missing value is simply not in an ``in`` list.
 
@@ -27,7 +33,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -40,10 +46,11 @@ _PC_CMP = {"<": pc.less, "<=": pc.less_equal, ">": pc.greater, ">=": pc.greater_
 _KEYWORDS = {"and", "or", "not", "is", "null", "in", "true", "false"}
 _TOKEN = re.compile(
     r"""(?P<ws>\s+)
-      | (?P<num>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)
+      | (?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)
       | (?P<str>'[^'\\]*'|"[^"\\]*")
       | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
       | (?P<op><=|>=|==|!=|<|>)
+      | (?P<arith>[-+*/])
       | (?P<punct>[(),])""",
     re.VERBOSE,
 )
@@ -90,7 +97,21 @@ class Literal:
         return repr(self.value) if isinstance(self.value, str) else f"{self.value:g}"
 
 
-Operand = Column | Literal
+@dataclass(frozen=True)
+class Arith:
+    """``left op right`` on numbers, op one of + - * /; null in, null out."""
+
+    left: Operand
+    op: str
+    right: Operand
+    pos: int
+
+    def __str__(self) -> str:
+        return f"({self.left} {self.op} {self.right})"
+
+
+Operand = Column | Literal | Arith
+_PC_ARITH = {"+": pc.add, "-": pc.subtract, "*": pc.multiply, "/": pc.divide}
 
 
 @dataclass(frozen=True)
@@ -228,13 +249,51 @@ class _Parser:
     def not_expr(self) -> Node:
         if self.accept("kw", "not"):
             return Not(self.not_expr())
-        if self.accept("punct", "("):
-            node = self.or_expr()
-            self.expect("punct", ")", "')'")
+        if self.tok.kind == "punct" and self.tok.text == "(":
+            start = self.i
+            try:  # an arithmetic group, e.g. (sharpness - 120) / 40 >= 1
+                return self.predicate()
+            except ExprError as exc:
+                first, self.i = exc, start
+            self.take()
+            try:  # else a group of conditions
+                node = self.or_expr()
+                self.expect("punct", ")", "')'")
+            except ExprError as exc:
+                raise exc if exc.pos >= first.pos else first from None
             return node
         return self.predicate()
 
     def operand(self) -> Operand:
+        return self._chain(self.term, "+-")
+
+    def term(self) -> Operand:
+        return self._chain(self.factor, "*/")
+
+    def _chain(self, part: Callable[[], Operand], ops: str) -> Operand:
+        """``part (op part)*``, left-associative, for one precedence level of arithmetic."""
+        node = part()
+        while self.tok.kind == "arith" and self.tok.text in ops:
+            t = self.take()
+            node = Arith(node, t.text, part(), t.pos)
+        return node
+
+    def factor(self) -> Operand:
+        t = self.tok
+        if t.kind == "arith" and t.text in "+-":
+            self.take()
+            inner = self.factor()
+            if isinstance(inner, Literal) and inner.kind == "number":
+                return Literal(-inner.value if t.text == "-" else inner.value, t.pos)  # type: ignore[operator]
+            return Arith(Literal(0.0, t.pos), "-", inner, t.pos) if t.text == "-" else inner
+        if t.kind == "punct" and t.text == "(":
+            self.take()
+            node = self.operand()
+            self.expect("punct", ")", "')'")
+            return node
+        return self.atom()
+
+    def atom(self) -> Column | Literal:
         t = self.take()
         if t.kind == "ident":
             return Column(t.text, t.pos)
@@ -248,9 +307,11 @@ class _Parser:
 
     def literal(self) -> Literal:
         start = self.tok
-        node = self.operand()
-        if not isinstance(node, Literal):
+        node = self.factor()
+        if isinstance(node, Column):
             raise ExprError(f"expected a value in the in-list, got column {node.name!r}", start.pos)
+        if not isinstance(node, Literal):
+            raise ExprError("expected a value in the in-list, got arithmetic", start.pos)
         return node
 
     def predicate(self) -> Node:
@@ -276,6 +337,9 @@ class _Parser:
                 values.append(self.literal())
             self.expect("punct", ")", "')' to close the in-list")
             return InSet(left, tuple(values), negated)
+        if isinstance(left, Arith):
+            raise ExprError(f"expected a comparison ({', '.join(CMP_OPS)}) after the arithmetic, got "
+                            f"{self._describe(t)}", t.pos)
         if isinstance(left, Column) and (t.kind == "end" or (t.kind == "kw" and t.text in ("and", "or"))
                                          or (t.kind == "punct" and t.text == ")")):
             return Truthy(left)
@@ -297,7 +361,7 @@ def columns(node: Node) -> list[str]:
         if isinstance(n, Column):
             if n.name not in out:
                 out.append(n.name)
-        elif isinstance(n, Compare):
+        elif isinstance(n, Compare | Arith):
             visit(n.left)
             visit(n.right)
         elif isinstance(n, IsNull | InSet):
@@ -328,6 +392,12 @@ def check(node: Node, kinds: Mapping[str, ValueKind]) -> None:
     def kind_of(o: Operand) -> ValueKind:
         if isinstance(o, Literal):
             return o.kind
+        if isinstance(o, Arith):
+            for side in (o.left, o.right):
+                k = kind_of(side)
+                if k != "number":
+                    raise ExprError(f"{o}: arithmetic needs numbers, but {side} is a {k}", o.pos)
+            return "number"
         if o.name not in kinds:
             close = difflib.get_close_matches(o.name, list(kinds), n=3, cutoff=0.6)
             hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else \
@@ -338,7 +408,7 @@ def check(node: Node, kinds: Mapping[str, ValueKind]) -> None:
     def visit(n: Node) -> None:
         if isinstance(n, Compare):
             lk, rk = kind_of(n.left), kind_of(n.right)
-            if isinstance(n.left, Literal) and isinstance(n.right, Literal):
+            if not columns(Compare(n.left, "==", n.right)):
                 raise ExprError(f"{n} compares two constants; put a column on one side", n.left.pos)
             if lk != rk:
                 raise ExprError(f"{n} compares a {lk} with a {rk}", n.left.pos)
@@ -367,6 +437,9 @@ def check(node: Node, kinds: Mapping[str, ValueKind]) -> None:
 
 
 def _operand(o: Operand, table: pa.Table) -> pa.ChunkedArray | pa.Scalar:
+    if isinstance(o, Arith):  # in float64: no integer overflow or division error; null in, null out
+        left, right = (pc.cast(_operand(side, table), pa.float64()) for side in (o.left, o.right))
+        return _PC_ARITH[o.op](left, right)
     return table[o.name] if isinstance(o, Column) else pa.scalar(o.value)
 
 

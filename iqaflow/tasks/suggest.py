@@ -1,9 +1,11 @@
-"""Gate learning: propose per-scorer thresholds from a few human accept/reject labels.
+"""Gate learning: propose one image rule from a few human accept/reject labels.
 
-For each score column, the ROC of "reject when the score is worse than t" against the labels;
-the suggested threshold maximises Youden's J (TPR - FPR). Precision and recall are those of
-catching rejects. The output is an ordinary gate file with the evidence in comments, checked by
-the gate-file parser before it is written.
+Reads the labels and the run's scores, keeps the columns whose scorer declares a direction and that
+separate the labels that way, and lets :mod:`iqaflow.tasks.suggest_rules` choose one rule (a logistic
+combination or a single column) meeting a target recall or precision of catching rejects, with figures
+held out by cross-validation. The output is an ordinary gate file with the evidence in comments,
+checked by the gate-file parser before it is written. ``roc``/``best`` (Youden's J) stay for the ROC of
+one column.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 from iqaflow.errors import ConfigError
 from iqaflow.schemas.gates import parse_gate_text
@@ -104,10 +107,24 @@ def _fmt(v: float) -> str:
     return f"{v:.6g}"
 
 
-def suggest(run: RunPaths, labels_file: str, min_auc: float = 0.6) -> tuple[str, list[dict[str, object]]]:
-    """(gate file text, one summary row per score column) from the labels and the run's scores."""
+@dataclass
+class Suggestion:
+    """The gate file text, the candidate rules with their figures, and notes on columns left out."""
+
+    text: str
+    candidates: list  # list[suggest_rules.Candidate]
+    notes: list[str]
+    target: object  # suggest_rules.Target
+    folds: int
+
+
+def suggest(run: RunPaths, labels_file: str, min_auc: float = 0.6, target_recall: float | None = None,
+            target_precision: float | None = None) -> Suggestion:
+    """One image rule meeting the target recall (default 0.8) or precision of rejects, from the labels and the
+    run's scores; the figures are held out by stratified k-fold cross-validation."""
     from iqaflow.tasks.router import configured_source
 
+    target = make_target(target_recall, target_precision)
     fs, path = open_fs(labels_file)
     try:
         with fs.open(path, "rb") as fh:
@@ -116,7 +133,7 @@ def suggest(run: RunPaths, labels_file: str, min_auc: float = 0.6) -> tuple[str,
         raise ConfigError(f"labels file {labels_file!r} not found. Fix: pass a CSV with path,label rows") from None
     schema = results_schema_of(run)
     fixed = BASE_COLUMNS | GATE_COLUMNS | COLLECTION_COLUMNS
-    score_cols = [f.name for f in schema if f.name not in fixed]
+    score_cols = [f.name for f in schema if f.name not in fixed and pa.types.is_floating(f.type)]
     table, _, _ = read_columns(list_shards(run.results_dir), [Col.URI, Col.IMAGE_ID, *score_cols])
     matched = _match(labels, table[Col.URI].to_pylist(), table[Col.IMAGE_ID].to_pylist(), configured_source(run))
     if len(matched) < 4 or len(set(matched.values())) < 2:
@@ -125,45 +142,94 @@ def suggest(run: RunPaths, labels_file: str, min_auc: float = 0.6) -> tuple[str,
                           "Fix: label images of this run (uri, path relative to the source, or image_id)")
     idx = np.array(sorted(matched))
     y = np.array([matched[i] for i in idx])
+    values = {c: np.asarray(table[c].to_numpy(zero_copy_only=False), dtype=np.float64)[idx] for c in score_cols}
+    return suggest_from_scores(values, y, target, min_auc, f"run {run.run_id}")
+
+
+def make_target(target_recall: float | None, target_precision: float | None):  # type: ignore[no-untyped-def]
+    from iqaflow.tasks.suggest_rules import Target
+
+    if target_recall is not None and target_precision is not None:
+        raise ConfigError("--target-recall and --target-precision both given. Fix: pass one of them")
+    metric, value = ("precision", target_precision) if target_precision is not None else \
+        ("recall", 0.8 if target_recall is None else target_recall)
+    if not 0 < value <= 1:
+        raise ConfigError(f"--target-{metric} {value:g}: expected a number in (0, 1]. Fix: e.g. 0.8")
+    return Target(metric, float(value))
+
+
+def usable_columns(values: dict[str, np.ndarray], y: np.ndarray, min_auc: float) -> tuple[list[str], list[str]]:
+    """(columns a rule may use, a note per column left out and why)."""
+    from iqaflow.tasks.suggest_rules import backwards_note
+
     declared = directions()
-    rows: list[dict[str, object]] = []
-    rules: list[str] = []
-    for col in score_cols:
-        values = np.asarray(table[col].to_numpy(zero_copy_only=False), dtype=np.float64)[idx]
-        options = [declared[col]] if col in declared else [True, False]
-        curves = [(h, roc(values, y, h)) for h in options]
-        curves = [(h, c) for h, c in curves if c is not None]
-        if not curves:
+    use, notes = [], []
+    for col, x in values.items():
+        if col not in declared:
+            notes.append(f"{col}: no declared direction (not a scorer's main score); not used")
             continue
-        higher, curve = max(curves, key=lambda hc: hc[1].auc)
-        k = best(curve)
-        row = {"column": col, "direction": "higher" if higher else "lower", "auc": curve.auc,
-               "threshold": float(curve.thresholds[k]), "precision": float(curve.precision[k]),
-               "recall": float(curve.tpr[k]), "used": curve.auc >= min_auc}
-        rows.append(row)
-        if row["used"]:
-            rules.append(_rule_text(col, higher, curve, k))
-    n_rej = int(y.sum())
-    header = (f"# Suggested by `iqaflow gates suggest` from {len(y)} labelled images ({len(y) - n_rej} accept, "
-              f"{n_rej} reject) of run {run.run_id}.\n# Each threshold maximises Youden's J (TPR - FPR) on the ROC; "
-              "precision/recall are for catching rejects.\n# Scorers with AUC below "
-              f"{min_auc:g} are left out. Review, edit, then use with --gates.\n")
-    body = ("version: 1\nname: suggested\nimage_rules:\n  - name: readable\n    require: error_code is null\n"
-            "    outcome: reject\n    reason: unreadable\n" + "".join(rules))
-    text = header + body
+        curve = roc(x, y, declared[col])
+        if curve is None:
+            notes.append(f"{col}: constant or missing on the labelled images; not used")
+        elif curve.auc < 0.5:
+            notes.append(backwards_note(col, declared[col]) + f" (AUC {curve.auc:.2f} the declared way)")
+        elif curve.auc < min_auc:
+            notes.append(f"{col}: AUC {curve.auc:.2f} below --min-auc {min_auc:g}; not used")
+        else:
+            use.append(col)
+    return use, notes
+
+
+def suggest_from_scores(values: dict[str, np.ndarray], y: np.ndarray, target, min_auc: float = 0.6,  # type: ignore[no-untyped-def]
+                        origin: str = "the scores", seed: int = 0) -> Suggestion:
+    """The suggestion from score columns (aligned with ``y``, True = reject)."""
+    from iqaflow.tasks.suggest_rules import choose, folds_for
+
+    declared = directions()
+    use, notes = usable_columns(values, y, min_auc)
+    if not use:
+        raise ConfigError(f"no score column separates the labels in its declared direction (AUC >= {min_auc:g}): "
+                          f"{'; '.join(notes)}. Fix: label more images, or lower --min-auc")
+    X = np.stack([values[c] for c in use], axis=1)
+    candidates = choose(X, y, use, [declared[c] for c in use], target, seed)
+    chosen = next(c for c in candidates if c.chosen)
+    notes += [n for c in candidates if c.label == "combined" for n in c.rule.dropped.values()]
+    text = _gate_text(chosen, candidates, notes, target, y, origin, folds_for(y))
     parse_gate_text(text, "suggested gate file")  # what we write must load
-    return text, rows
+    return Suggestion(text, candidates, notes, target, folds_for(y))
 
 
-def _rule_text(col: str, higher: bool, curve: Roc, k: int) -> str:
-    op = ">=" if higher else "<="
-    alternatives = []
-    for target in (0.5, 0.8, 0.9, 0.95):
-        j = int(np.argmax(curve.tpr >= target)) if (curve.tpr >= target).any() else None
-        if j is not None and j != k:
-            alternatives.append(f"{op} {_fmt(curve.thresholds[j])} (P {curve.precision[j]:.2f} R {curve.tpr[j]:.2f})")
-    alt = f"\n  #   alternatives: {'; '.join(dict.fromkeys(alternatives))}" if alternatives else ""
-    return (f"  # {col}: AUC {curve.auc:.3f}; here precision {curve.precision[k]:.2f}, recall {curve.tpr[k]:.2f}, "
-            f"false-reject rate {curve.fpr[k]:.2f}{alt}\n"
-            f"  - name: {col}_gate\n    require: \"{col} {op} {_fmt(curve.thresholds[k])}\"\n"
-            f"    outcome: {'reject' if curve.auc >= 0.8 else 'flag'}\n    reason: low_{col}\n")
+def _figs(f) -> str:  # type: ignore[no-untyped-def]
+    return "n/a" if f is None else f"precision {f.precision:.2f}, recall {f.recall:.2f}, false-reject rate " \
+                                   f"{f.false_reject:.2f}"
+
+
+def _gate_text(chosen, candidates, notes, target, y, origin, folds) -> str:  # type: ignore[no-untyped-def]
+    n_rej = int(y.sum())
+    how = (f"logistic regression on the standardised scores of {', '.join(chosen.rule.columns)} (each weight in "
+           "its column's declared direction)" if chosen.label == "combined" else f"{chosen.label} alone")
+    held = (f"# Held out ({folds}-fold stratified cross-validation: fitted and thresholded on {folds - 1} folds, "
+            f"measured on the other): {_figs(chosen.held_out)}.\n" if chosen.held_out is not None else
+            "# Held out: n/a (too few labels of one class for cross-validation).\n")
+    lines = [f"# Suggested by `iqaflow gates suggest` from {len(y)} labelled images ({len(y) - n_rej} accept, "
+             f"{n_rej} reject) of {origin}.",
+             f"# Target: {target}. One rule, chosen jointly (not per-scorer cuts OR-ed): {how}; the threshold",
+             "# meets the target on all the labels.", held.rstrip("\n"),
+             f"# On the labels it was fitted to (optimistic): {_figs(chosen.fitted)}.",
+             "# Candidates, held-out precision / recall (the best kept):"]
+    for c in candidates:
+        h = c.held_out
+        fig = "n/a" if h is None else f"{h.precision:.2f} / {h.recall:.2f}"
+        cols = f" ({', '.join(c.rule.columns)})" if c.label == "combined" else ""
+        lines.append(f"#   {c.label}{cols}: {fig}{'  <- kept' if c.chosen else ''}")
+    if notes:
+        lines.append("# Columns left out:")
+        lines += [f"#   {n}" for n in notes]
+    lines.append("# Review, edit, then use with --gates.")
+    name, reason = ("quality_gate", "low_quality") if chosen.label == "combined" else \
+        (f"{chosen.label}_gate", f"low_{chosen.label}")
+    body = ("version: 1\nname: suggested\nimage_rules:\n  - name: readable\n    require: error_code is null\n"
+            "    outcome: reject\n    reason: unreadable\n"
+            f"  - name: {name}\n    require: \"{chosen.rule.expression()}\"\n    outcome: reject\n"
+            f"    reason: {reason}\n")
+    return "\n".join(lines) + "\n" + body
