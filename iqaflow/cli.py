@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from iqaflow.errors import IqaflowError
+from iqaflow.preflight import one_line, weights_readiness
 
 if TYPE_CHECKING:
     from iqaflow.models.base import Scorer, WeightSpec
@@ -28,6 +29,16 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
+ENV_DEBUG = "IQAFLOW_DEBUG"
+
+
+@app.callback()
+def _top(
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an expected error too")] = False,
+) -> None:
+    # Expected errors are one line on stderr; --debug (or $IQAFLOW_DEBUG=1) adds their traceback.
+    if debug:
+        os.environ[ENV_DEBUG] = "1"
 
 SCORE_EXAMPLES = """
 Examples:
@@ -115,9 +126,14 @@ def score(
     incremental: Annotated[
         str | None, typer.Option(help="Earlier run folder (OUT/runs/RUN_ID): score only new or changed images")
     ] = None,
+    weights: Annotated[str | None, typer.Option(help="Weights store [default: $IQAFLOW_WEIGHTS]")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect and Dask logs")] = False,
 ) -> None:
-    """Score every image under SOURCE and write Parquet results."""
+    """Score every image under SOURCE and write Parquet results.
+
+    Before anything starts, a preflight check finds what the run cannot do (weights, source, output,
+    gate file, references) and stops with one line and exit code 2.
+    """
     _quiet_prefect(verbose)
     from iqaflow.config import load_config
 
@@ -125,9 +141,12 @@ def score(
         "source": source, "out": out, "workers": workers, "shard_size": shard_size, "batch_size": batch_size,
         "dask_address": dask_address, "device": device, "run_id": run_id, "reference_root": reference_root,
         "models": [m for m in models.split(",")] if models else None, "gates": gates, "apply_routing": apply or None,
-        "mlflow_tracking_uri": tracking_uri, "incremental": incremental,
+        "mlflow_tracking_uri": tracking_uri, "incremental": incremental, "weights": weights,
     }
     cfg = load_config(config, overrides)
+    from iqaflow.preflight import preflight
+
+    preflight(cfg)  # before any Prefect server or Dask worker: one line and exit 2 for what cannot work
     from iqaflow.cli_gates import gate_report_after
     from iqaflow.flows.score import run_score
 
@@ -191,20 +210,6 @@ def _model_details(name: str, cls: type[Scorer], store: WeightsStore, states: di
     for line in lines:  # wrapped lines stay indented under the scorer's name
         console.print(Padding(line, (0, 0, 0, 2)), highlight=False)
     console.print()
-
-
-def weights_readiness(cls: type[Scorer], store: WeightsStore, states: dict[WeightSpec, str] | None = None) -> str:
-    """"yes", or each file that is not ready, its state and, where the scorer says (``weights_help``), how to
-    supply it: "vgg16-397923af.pth: missing — add torchvision's ImageNet VGG16 with iqaflow weights add"."""
-    states = {} if states is None else states
-    notes = []
-    for spec in cls.info.weights:
-        if spec not in states:
-            states[spec] = store.status(spec)
-        if (state := states[spec]) != "ready":
-            hint = getattr(cls, "weights_help", {}).get(spec.filename)
-            notes.append(f"{spec.filename}: {state}" + (f" — {hint}" if hint else ""))
-    return ", ".join(notes) or "yes"
 
 
 weights_app = typer.Typer(help="Manage the offline weights store.", no_args_is_help=True)
@@ -300,26 +305,42 @@ def fit(
     console.print(f"{filename}  sha256={digest}  -> {store.root}  ({detail}); score with --models {scorer}")
 
 
+DEMO_GATES = Path(__file__).resolve().parent.parent / "examples" / "demo.yaml"
+
+
 @app.command(epilog="Example:\n\n  iqaflow demo --out demo-output")
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the sample collection and results")] = Path("demo-output"),
     bases: Annotated[int, typer.Option(help="Clean base images; each gets 13 distorted versions")] = 12,
     workers: Annotated[int, typer.Option(help="Local Dask worker processes")] = 2,
+    gates: Annotated[str | None, typer.Option(help="Gate file [default: examples/demo.yaml of the checkout]")] = None,
 ) -> None:
-    """Build a sample collection with known distortions (plus broken files) and score it."""
+    """Build a sample collection with known distortions (plus broken files), score and gate it."""
     _quiet_prefect(False)
     from iqaflow.config import build_config
-    from iqaflow.flows.score import run_score
-    from iqaflow.synth import make_collection
 
-    images = make_collection(out / "images", n_bases=bases)
-    console.print(f"sample collection: {images} (truth in {images / 'labels.csv'})")
+    gate_file = gates or (str(DEMO_GATES) if DEMO_GATES.is_file() else None)
+    images = (out / "images").resolve()
     cfg = build_config(
-        {"source": str(images.resolve()), "out": str((out / "results").resolve()), "workers": workers,
-         "shard_size": 64, "run_id": "demo"},
+        {"source": str(images), "out": str((out / "results").resolve()), "workers": workers,
+         "shard_size": 64, "run_id": "demo", "gates": gate_file},
         "demo",
     )
-    _print_summary(_with_progress(run_score, cfg))
+    from iqaflow.synth import make_collection
+
+    make_collection(images, n_bases=bases)
+    console.print(f"sample collection: {images} (truth in {images / 'labels.csv'})")
+    if gate_file is None:
+        console.print("[dim]no gate file (examples/demo.yaml is not beside this install): the run is ungated; "
+                      "pass --gates FILE[/dim]")
+    from iqaflow.preflight import preflight
+
+    preflight(cfg)
+    from iqaflow.cli_gates import gate_report_after
+    from iqaflow.flows.score import run_score
+
+    with gate_report_after(cfg):
+        _print_summary(_with_progress(run_score, cfg))
 
 
 def _register_gate_commands() -> None:
@@ -360,6 +381,13 @@ def _register_ops_commands() -> None:
 _register_ops_commands()
 
 
+def _traceback_if_debug() -> None:
+    if os.environ.get(ENV_DEBUG, "").lower() in ("1", "true", "yes"):
+        import traceback
+
+        traceback.print_exc()
+
+
 def main() -> None:
     """Entry point: one-line reason and non-zero exit on failure.
 
@@ -367,10 +395,14 @@ def main() -> None:
     abort the interpreter at shutdown ("terminate called ...") and turn success into 134.
     """
     code = 0
+    if "--debug" in sys.argv[1:]:  # accepted anywhere on the line, not only before the command
+        sys.argv = [a for a in sys.argv if a != "--debug"]
+        os.environ[ENV_DEBUG] = "1"
     try:
         app(standalone_mode=False)
     except IqaflowError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        _traceback_if_debug()
+        err_console.print(f"[red]error:[/red] {one_line(str(exc))}", highlight=False, soft_wrap=True)
         code = 2
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -386,7 +418,9 @@ def main() -> None:
         elif isinstance(exc, click.exceptions.Abort):
             code = 1
         else:
-            err_console.print(f"[red]error:[/red] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True)
+            _traceback_if_debug()
+            err_console.print(f"[red]error:[/red] {type(exc).__name__}: {one_line(str(exc))}", highlight=False,
+                              soft_wrap=True)
             code = 1
     # Run atexit handlers ourselves (they stop Prefect's ephemeral API server), then leave
     # without the interpreter teardown in which native threads may abort.

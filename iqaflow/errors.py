@@ -26,6 +26,10 @@ class SourceError(IqaflowError):
     """The source collection cannot be listed or is empty."""
 
 
+class OutputError(IqaflowError):
+    """The output folder or URL cannot be written."""
+
+
 class StartupError(IqaflowError):
     """The Prefect API server or the local Dask cluster of a run did not start."""
 

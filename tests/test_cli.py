@@ -74,3 +74,20 @@ def test_score_end_to_end_prints_results_location(tmp_path: Path) -> None:
     assert f"results: {results}" in " ".join(res.stdout.split())
     summary = json.loads((out / "runs" / "cli" / "summary.json").read_text())
     assert summary["images"] == 3 * 14 + 3 and summary["errors"] == 3 and summary["shards"] == 3
+
+
+@pytest.mark.slow
+def test_demo_is_gated_pass_flag_and_reject_with_reasons(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "demo"
+    res = iqaflow("demo", "--out", str(out), "--bases", "2", "--workers", "1")
+    assert res.returncode == 0, res.stderr[-2000:]
+    text = " ".join(res.stdout.split())
+    assert "gates demo.yaml on run demo" in text and "ungated" not in text
+    table = pq.read_table(out / "results" / "runs" / "demo" / "results").to_pylist()
+    statuses = {r["gate_status"] for r in table}
+    assert statuses == {"pass", "flag", "reject"}, statuses
+    reasons = {reason for r in table for reason in r["gate_reasons"] or []}
+    assert {"unreadable", "blurry", "very_noisy", "badly_exposed"} <= reasons, reasons
+    assert all(r["gate_reasons"] for r in table if r["gate_status"] != "pass")
