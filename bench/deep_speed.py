@@ -16,8 +16,9 @@ import time
 import numpy as np
 import torch
 
-from iqaflow.models import deep_zoo, weights
-from iqaflow.models.deep import TorchScorer
+from iqaflow.models import weights
+from iqaflow.models.deep import zoo as deep_zoo
+from iqaflow.models.deep.torch_scorer import TorchScorer
 from iqaflow.models.weights import WeightsStore
 
 # The registered deep scorers, without importing every other scorer module (and its dependencies).

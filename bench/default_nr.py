@@ -23,14 +23,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from iqaflow.default_nr_config import load_recipe  # noqa: E402
+from iqaflow.config.default_nr import load_recipe  # noqa: E402
 from iqaflow.evaluation.crossval import fold_agreement  # noqa: E402
-from iqaflow.models.default_nr import IqaflowNR  # noqa: E402
+from iqaflow.models.deep.default_nr import IqaflowNR  # noqa: E402
+from iqaflow.models.deep.nets.default_nr_net import DefaultNrNet  # noqa: E402
 from iqaflow.models.device import native_bf16  # noqa: E402
-from iqaflow.models.nets.default_nr_net import DefaultNrNet  # noqa: E402
-from iqaflow.tasks import default_nr as t  # noqa: E402
-from iqaflow.tasks.default_nr_classic import decode_rgb  # noqa: E402
-from iqaflow.tasks.default_nr_train import backbone, source_features  # noqa: E402
+from iqaflow.tasks.learn import default_nr as t  # noqa: E402
+from iqaflow.tasks.learn.default_nr_classic import decode_rgb  # noqa: E402
+from iqaflow.tasks.learn.default_nr_train import backbone, source_features  # noqa: E402
 
 VIEW_SETS = (0, 1, 2, 5)
 

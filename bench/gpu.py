@@ -32,7 +32,7 @@ import torch
 def make_jpegs(folder: Path, n: int, size: int) -> list[str]:
     import cv2
 
-    from iqaflow import synth
+    from iqaflow.evaluation import synth
 
     folder.mkdir(parents=True, exist_ok=True)
     crops = synth.random_crops(synth.skimage_images(), 32, 10_000, seed=0)
@@ -107,8 +107,8 @@ def main() -> None:
     from iqaflow.models.registry import get_scorer_class
     from iqaflow.models.weights import configure_store, get_store
     from iqaflow.tasks.decode import decode
-    from iqaflow.tasks.decode_gpu import TensorPath
-    from iqaflow.tasks.score import score_members
+    from iqaflow.tasks.score.gpu import TensorPath
+    from iqaflow.tasks.score.shard import score_members
 
     paths = make_jpegs(Path(args.workdir), args.n, args.size)
     with tempfile.TemporaryDirectory() as tmp:

@@ -6,7 +6,7 @@ Without ``--weights`` a temporary store is made and the reference folder's unshi
 weights (Kang's ``CNNIQA-LIVE``) are added to it, as ``iqaflow weights add`` would. Metrics whose
 weights are still missing (LPIPS and DISTS need torchvision's ImageNet backbones) are listed as not
 run, with the file they need. Exit code 1 if a metric that ran is outside its tolerance (beyond the known
-gaps that ``iqaflow.tasks.parity.KNOWN_GAPS`` states with their reasons).
+gaps that ``iqaflow.tasks.learn.parity.KNOWN_GAPS`` states with their reasons).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from iqaflow.models.deep_zoo import KANG_WEIGHTS
+from iqaflow.models.deep.zoo import KANG_WEIGHTS
 from iqaflow.models.weights import configure_store
-from iqaflow.tasks.parity import ParityRow, parity_table
+from iqaflow.tasks.learn.parity import ParityRow, parity_table
 
 DEFAULT_OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "official"
 

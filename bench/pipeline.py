@@ -35,12 +35,12 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
-from iqaflow.config import DEFAULT_MODELS  # noqa: E402
+from iqaflow.config.run import DEFAULT_MODELS  # noqa: E402
 
 
 def make_collection(folder: Path, n: int, side: tuple[int, int] = (1024, 768)) -> list[Path]:
     """``n`` distinct JPEGs (crops of scikit-image pictures, a third blurred, a third noisy), cached."""
-    from iqaflow import synth
+    from iqaflow.evaluation import synth
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"img{i:06d}.jpg" for i in range(n)]
@@ -178,7 +178,7 @@ class TreeRSS:
 
 _CHILD = """
 import json, sys, time
-from iqaflow.config import build_config
+from iqaflow.config.run import build_config
 from iqaflow.flows.score import run_score
 cfg = json.loads(sys.argv[1])
 t0 = time.perf_counter()

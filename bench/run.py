@@ -36,7 +36,7 @@ def shared_metrics(paths: list[Path], anchors: str | None) -> list[dict[str, obj
     import scorers as sb
     import torch
 
-    from iqaflow import synth
+    from iqaflow.evaluation import synth
     from iqaflow.models.colour import convert
     from iqaflow.models.registry import create_scorer, get_scorer_class
     from iqaflow.models.weights import WeightsStore, configure_store, get_store

@@ -25,7 +25,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from iqaflow import synth  # noqa: E402
+from iqaflow.evaluation import synth  # noqa: E402
 from iqaflow.models.colour import convert  # noqa: E402
 from iqaflow.models.registry import all_scorers  # noqa: E402
 from iqaflow.models.weights import WeightsStore, configure_store, get_store  # noqa: E402

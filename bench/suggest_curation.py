@@ -6,7 +6,7 @@ on the other half.
 Scores BIQ2021's test split (2,000 photos, MOS in [0, 1]) with the default scorers (iqaflow_nr, sharpness,
 exposure, noise) directly through the scorer registry (scores cached under --cache), labels an image bad
 when MOS < 0.4, splits the images in two seeded stratified halves, suggests a gate from the first half
-(``iqaflow.tasks.suggest_rules.choose_rule``, the method behind `gates suggest --target-recall`) and
+(``iqaflow.tasks.gates.suggest_rules.choose_rule``, the method behind `gates suggest --target-recall`) and
 reports precision and recall of catching the bad images on the second half. For comparison, on the same
 split: ``iqaflow_nr`` alone (threshold meeting the target recall on the first half) and the old
 OR-of-Youden rule (each score column's Youden threshold, rules OR-ed). Nothing is tuned on the second half.
@@ -60,8 +60,8 @@ def score_all(folder: Path, names: list[str], cache: Path) -> dict[str, np.ndarr
 def old_or_of_youden(train: dict[str, np.ndarray], y: np.ndarray,
                      min_auc: float = 0.6) -> list[tuple[str, bool, float]]:
     """The rules `gates suggest` wrote before: per column, Youden's J threshold, direction by AUC; OR-ed."""
-    from iqaflow.tasks.gate import directions
-    from iqaflow.tasks.suggest import best, roc
+    from iqaflow.evaluation.roc import best, roc
+    from iqaflow.models.gate_binding import directions
 
     declared = directions()
     rules = []
@@ -76,7 +76,7 @@ def old_or_of_youden(train: dict[str, np.ndarray], y: np.ndarray,
 
 
 def figures(reject: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    from iqaflow.tasks.suggest_rules import Figures
+    from iqaflow.tasks.gates.suggest_rules import Figures
 
     f = Figures.of(reject, y)
     return {"precision": round(f.precision, 4), "recall": round(f.recall, 4), "false_reject": round(f.false_reject, 4),
@@ -106,8 +106,8 @@ def main() -> None:
     args = ap.parse_args()
     from sklearn.model_selection import train_test_split
 
-    from iqaflow.tasks.suggest import suggest_from_scores
-    from iqaflow.tasks.suggest_rules import Target, fit_single
+    from iqaflow.tasks.gates.suggest import suggest_from_scores
+    from iqaflow.tasks.gates.suggest_rules import Target, fit_single
 
     folder = Path(args.data)
     with open(folder / "mos.csv") as fh:

@@ -47,7 +47,7 @@ def prefect_api() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The labelled demo collection: 15 bases x (clean + 13 distortions) + 3 broken files = 213 files."""
-    from iqaflow.synth import make_collection
+    from iqaflow.evaluation.synth import make_collection
 
     return make_collection(tmp_path_factory.mktemp("collection"), n_bases=15, size=192, seed=0)
 

@@ -22,10 +22,9 @@ import torch
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from iqaflow import synth
-from iqaflow.models import classical_fr as fr
-from iqaflow.models import fast_fr as fr_fast
-from iqaflow.models import official_fr, vif_wavelet
+from iqaflow.evaluation import synth
+from iqaflow.models.classical import fast_fr as fr_fast
+from iqaflow.models.classical import fr, official_fr, vif_wavelet
 from iqaflow.models.registry import all_scorers, create_scorer
 
 FR_NAMES = ("psnr", "ssim", "ssim_rgb", "ms_ssim", "ms_ssim_rgb", "gmsd", "vif", "vifp", "fsim", "vsi", "haarpsi",
@@ -415,7 +414,7 @@ def test_loading_the_registry_leaves_piq_to_first_use() -> None:
         from iqaflow.models.registry import all_scorers
         all_scorers()
         loaded = sorted(m for m in ("piq", "torchvision", "torch._dynamo") if m in sys.modules)
-        from iqaflow.models.classical_fr import psnr
+        from iqaflow.models.classical.fr import psnr
         db = float(psnr(torch.zeros(1, 3, 8, 8), torch.full((1, 3, 8, 8), 0.5)))
         print(json.dumps([loaded, "piq" in sys.modules, db]))
     """

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from skimage.restoration import estimate_sigma
 
-from iqaflow import synth
-from iqaflow.models.classical_nr import exposure_stats, laplacian_variance, noise_sigma
+from iqaflow.evaluation import synth
+from iqaflow.models.classical.nr import exposure_stats, laplacian_variance, noise_sigma
 from iqaflow.models.colour import convert
 
 

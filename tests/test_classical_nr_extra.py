@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from iqaflow import synth
-from iqaflow.models.classical_nr_extra import blockiness_stats, colourfulness, contrast_stats
+from iqaflow.evaluation import synth
+from iqaflow.models.classical.nr_extra import blockiness_stats, colourfulness, contrast_stats
+from iqaflow.models.classical.nss_fit import read_images
 from iqaflow.models.colour import convert
-from iqaflow.models.nss_fit import read_images
 from iqaflow.models.registry import create_scorer
 
 KODAK = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "kodak"

@@ -64,7 +64,7 @@ def test_unknown_model_and_missing_source(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_score_end_to_end_prints_results_location(tmp_path: Path) -> None:
-    from iqaflow.synth import make_collection
+    from iqaflow.evaluation.synth import make_collection
 
     src = make_collection(tmp_path / "imgs", n_bases=3, size=96)
     out = tmp_path / "out"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from iqaflow.config import DEFAULT_MODELS, build_config, load_config
+from iqaflow.config.run import DEFAULT_MODELS, build_config, load_config
 from iqaflow.errors import ConfigError
 
 
@@ -67,10 +67,10 @@ def test_fingerprint_changes_with_models_only() -> None:
 
 
 def test_every_config_loader_reports_problems_the_same_way(tmp_path: Path) -> None:
-    """Run, training and default-model configs share iqaflow.config_io: file, field, expectation, fix."""
-    from iqaflow.default_nr_classic_config import load_recipe as load_classic_recipe
-    from iqaflow.default_nr_config import load_recipe
-    from iqaflow.train_config import load_train_config
+    """Run, training and default-model configs share iqaflow.config.load: file, field, expectation, fix."""
+    from iqaflow.config.default_nr import load_recipe
+    from iqaflow.config.default_nr_classic import load_recipe as load_classic_recipe
+    from iqaflow.config.train import load_train_config
 
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("source: [unclosed\n")

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from iqaflow import synth
+from iqaflow.evaluation import synth
 from iqaflow.models.base import Scorer
 from iqaflow.models.colour import convert
+from iqaflow.models.deep.torch_scorer import TorchScorer
 from iqaflow.models.registry import all_scorers, get_scorer_class
 from iqaflow.models.weights import configure_store
 
@@ -79,7 +80,10 @@ def test_shape_determinism_batch_invariance_and_range(name: str, images: list[np
     singles = np.concatenate([_run(scorer, [img]) if scorer.info.kind == "nr" else
                               scorer.score_pairs([convert(img, scorer.info.colour)], [convert(ref, scorer.info.colour)])
                               for img, ref in zip(images, images[::-1], strict=True)])
-    np.testing.assert_allclose(singles, batch, rtol=1e-5, atol=1e-6, err_msg="batch of 1 != batch of N")
+    # float32 networks: oneDNN blocks a batch of N differently from a batch of 1, so sums run in another
+    # order (measured up to 2.3e-5 relative on hyperiqa under a loaded 2-core CPU); numpy scorers stay at 1e-5.
+    rtol = 5e-5 if isinstance(scorer, TorchScorer) else 1e-5
+    np.testing.assert_allclose(singles, batch, rtol=rtol, atol=1e-6, err_msg="batch of 1 != batch of N")
     lo, hi = scorer.info.score_range
     main = batch[:, 0][np.isfinite(batch[:, 0])]
     assert len(main) > 0

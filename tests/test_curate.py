@@ -34,7 +34,7 @@ routing:
 
 
 def test_state_builds_on_the_last_completed_run(tmp_path: Path) -> None:
-    from iqaflow.tasks.curation import CurationState, commit_if_completed, new_run_id
+    from iqaflow.tasks.io.curation import CurationState, commit_if_completed, new_run_id
 
     state = CurationState.for_source(str(tmp_path / "out"), "s3://b/photos/")
     assert state.root == CurationState.for_source(str(tmp_path / "out"), "s3://b/photos").root  # one per prefix
@@ -81,7 +81,7 @@ def test_served_deployment_curates_incrementally(prefect_server, tmp_path: Path)
     from conftest import wait_until
     from PIL import Image
 
-    from iqaflow.synth import make_collection
+    from iqaflow.evaluation.synth import make_collection
 
     src = make_collection(tmp_path / "photos", n_bases=1, size=64, seed=3)  # 14 images + 3 broken files
     images = sorted(p for p in src.rglob("*") if p.suffix in (".png", ".jpg"))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from iqaflow.config import build_config
+from iqaflow.config.run import build_config
 from iqaflow.schemas.results import Col
 
 pytestmark = pytest.mark.slow

@@ -264,7 +264,7 @@ def test_images_within_the_bound_are_untouched() -> None:
 
 def test_score_members_scores_a_huge_image_with_its_original_size(tmp_path: Path, big_jpeg: bytes) -> None:
     from iqaflow.models.registry import create_scorer
-    from iqaflow.tasks.score import score_members
+    from iqaflow.tasks.score.shard import score_members
 
     big = tmp_path / "big.jpg"
     big.write_bytes(big_jpeg)
@@ -278,7 +278,7 @@ def test_score_members_scores_a_huge_image_with_its_original_size(tmp_path: Path
 
 def test_fr_pair_of_the_same_size_stays_paired_when_both_are_downscaled(tmp_path: Path) -> None:
     from iqaflow.models.registry import create_scorer
-    from iqaflow.tasks.score import score_members
+    from iqaflow.tasks.score.shard import score_members
 
     master = _smooth(2400, 1600, seed=12)
     (tmp_path / "ref.png").write_bytes(_png(master))  # decoded whole, then box-filtered
@@ -292,9 +292,9 @@ def test_fr_pair_of_the_same_size_stays_paired_when_both_are_downscaled(tmp_path
 
 
 def test_run_config_bound_reaches_the_shard_settings() -> None:
-    from iqaflow.config import RunConfig, build_config
+    from iqaflow.config.run import RunConfig, build_config
     from iqaflow.errors import ConfigError
-    from iqaflow.tasks.score import ScoreSettings
+    from iqaflow.tasks.score.shard import ScoreSettings
 
     assert RunConfig.model_fields["max_decode_pixels"].default == DEFAULT_MAX_PIXELS
     assert ScoreSettings(("sharpness",)).max_decode_pixels == DEFAULT_MAX_PIXELS

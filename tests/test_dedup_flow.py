@@ -16,7 +16,7 @@ import pytest
 from conftest import SHARED_DATA
 from dupkit import NEAR, build_set, pair_metrics
 
-from iqaflow.config import build_config
+from iqaflow.config.run import build_config
 from iqaflow.schemas.results import Col
 
 pytestmark = pytest.mark.slow

@@ -14,12 +14,13 @@ import pytest
 from gatekit import OUTPUTS, gate_text, row, table
 
 from iqaflow.errors import ConfigError
+from iqaflow.models.gate_binding import prepare
 from iqaflow.schemas import gate_expr
 from iqaflow.schemas.gates import COLLECTION_KINDS, bind, parse_gate_text
 from iqaflow.schemas.results import COLLECTION_FIELDS, Col, results_schema
-from iqaflow.tasks import decide
-from iqaflow.tasks.gate import apply_decisions, locate_run, prepare, results_schema_of
-from iqaflow.tasks.router import route
+from iqaflow.tasks.gates import decide
+from iqaflow.tasks.gates.gate import apply_decisions, locate_run, results_schema_of
+from iqaflow.tasks.gates.router import route
 
 SHARD_SCHEMA = results_schema(OUTPUTS)  # what the shard task writes: no collection columns yet
 DUP_RULES = """image_rules:

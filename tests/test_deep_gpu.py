@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from iqaflow.models import weights
-from iqaflow.models.deep import TorchScorer
-from iqaflow.models.deep_zoo import Dbcnn, Dists, HyperIqa, Kang, LpipsAlex, LpipsVgg
-from iqaflow.models.default_nr import IqaflowNR
+from iqaflow.models.deep.default_nr import IqaflowNR
+from iqaflow.models.deep.torch_scorer import TorchScorer
+from iqaflow.models.deep.zoo import Dbcnn, Dists, HyperIqa, Kang, LpipsAlex, LpipsVgg
 from iqaflow.models.weights import WeightsStore
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]

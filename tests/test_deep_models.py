@@ -20,8 +20,8 @@ import torch
 from iqaflow.errors import WeightsError
 from iqaflow.models import weights
 from iqaflow.models.base import WeightSpec
-from iqaflow.models.deep import TorchScorer, grid_patches, grid_starts
-from iqaflow.models.deep_zoo import Dbcnn, Dists, HyperIqa, Kang, LpipsAlex, LpipsVgg
+from iqaflow.models.deep.torch_scorer import TorchScorer, grid_patches, grid_starts
+from iqaflow.models.deep.zoo import Dbcnn, Dists, HyperIqa, Kang, LpipsAlex, LpipsVgg
 from iqaflow.models.registry import all_scorers
 from iqaflow.models.weights import WeightsStore
 
@@ -185,7 +185,7 @@ def _pairs(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 def test_lpips_matches_piq_content_loss(backbone: str) -> None:
     from piq.perceptual import ContentLoss
 
-    from iqaflow.models.nets.lpips import LPIPS, SCALE, SHIFT, TAPS
+    from iqaflow.models.deep.nets.lpips import LPIPS, SCALE, SHIFT, TAPS
 
     torch.manual_seed(0)
     net = LPIPS(backbone).eval()  # type: ignore[arg-type]
@@ -208,8 +208,8 @@ def test_dists_matches_piq() -> None:
     import piq
     from piq.perceptual import IMAGENET_MEAN, IMAGENET_STD, ContentLoss
 
-    from iqaflow.models.nets.dists import CHANNELS, DISTS, TAPS
-    from iqaflow.models.nets.trunks import vgg16_features
+    from iqaflow.models.deep.nets.dists import CHANNELS, DISTS, TAPS
+    from iqaflow.models.deep.nets.trunks import vgg16_features
 
     torch.manual_seed(0)
     net = DISTS().eval()
@@ -241,7 +241,7 @@ def test_dists_matches_piq() -> None:
 def test_kang_local_contrast_normalisation_matches_scipy() -> None:
     from scipy import ndimage
 
-    from iqaflow.models.nets.kang import LCN_C, local_contrast_normalise
+    from iqaflow.models.deep.nets.kang import LCN_C, local_contrast_normalise
 
     img = make_images("gray", 1, seed=8)[0].astype(np.float64)
     for window in (3, 5):  # scipy's "reflect" is the symmetric border the reference code uses
@@ -253,7 +253,7 @@ def test_kang_local_contrast_normalisation_matches_scipy() -> None:
 
 
 def test_dbcnn_bilinear_pool_matches_loop() -> None:
-    from iqaflow.models.nets.dbcnn import bilinear_pool
+    from iqaflow.models.deep.nets.dbcnn import bilinear_pool
 
     g = torch.Generator().manual_seed(0)
     a, b = (  # post-ReLU maps as in the network
@@ -270,7 +270,7 @@ def test_dbcnn_bilinear_pool_matches_loop() -> None:
 def test_hyperiqa_target_net_matches_reference_grouped_conv() -> None:
     import torch.nn.functional as F
 
-    from iqaflow.models.nets.hyperiqa import target_net
+    from iqaflow.models.deep.nets.hyperiqa import target_net
 
     g = torch.Generator().manual_seed(0)
     sizes = (8, 6, 4, 3, 1)
@@ -323,7 +323,7 @@ def _seeded(build: Callable[[], torch.nn.Module], seed: int) -> dict[str, torch.
 def test_trunks_have_torchvision_keys_and_shapes() -> None:
     import torchvision
 
-    from iqaflow.models.nets.trunks import alexnet_features, vgg16_features
+    from iqaflow.models.deep.nets.trunks import alexnet_features, vgg16_features
 
     for ours, theirs in [
         (alexnet_features(), torchvision.models.alexnet(weights=None).features),
@@ -336,9 +336,9 @@ def test_trunks_have_torchvision_keys_and_shapes() -> None:
 
 @pytest.mark.parametrize("backbone", ["alex", "vgg"])
 def test_convert_lpips(backbone: str) -> None:
-    from iqaflow.models.nets.convert import lpips_state_dict
-    from iqaflow.models.nets.lpips import CHANNELS, LPIPS
-    from iqaflow.models.nets.trunks import alexnet_features, vgg16_features
+    from iqaflow.models.deep.nets.convert import lpips_state_dict
+    from iqaflow.models.deep.nets.lpips import CHANNELS, LPIPS
+    from iqaflow.models.deep.nets.trunks import alexnet_features, vgg16_features
 
     trunk = {
         f"features.{k}": v for k, v in _seeded(alexnet_features if backbone == "alex" else vgg16_features, 1).items()
@@ -365,11 +365,11 @@ def test_convert_lpips(backbone: str) -> None:
 
 
 def test_convert_dists_dbcnn_hyperiqa_and_reject_wrong_files() -> None:
-    from iqaflow.models.nets.convert import dbcnn_state_dict, dists_state_dict, hyperiqa_state_dict
-    from iqaflow.models.nets.dbcnn import DBCNN
-    from iqaflow.models.nets.dists import DISTS
-    from iqaflow.models.nets.hyperiqa import HyperIQA
-    from iqaflow.models.nets.trunks import vgg16_features
+    from iqaflow.models.deep.nets.convert import dbcnn_state_dict, dists_state_dict, hyperiqa_state_dict
+    from iqaflow.models.deep.nets.dbcnn import DBCNN
+    from iqaflow.models.deep.nets.dists import DISTS
+    from iqaflow.models.deep.nets.hyperiqa import HyperIQA
+    from iqaflow.models.deep.nets.trunks import vgg16_features
 
     vgg = {f"features.{k}": v for k, v in _seeded(vgg16_features, 1).items()}
     ab = {"alpha": torch.rand(1, 1475, 1, 1), "beta": torch.rand(1, 1475, 1, 1)}

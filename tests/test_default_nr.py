@@ -25,7 +25,7 @@ from conftest import REPO, SHARED_DATA
 
 from iqaflow.errors import ConfigError, WeightsError
 from iqaflow.evaluation.metrics import srcc
-from iqaflow.models.default_nr import (
+from iqaflow.models.deep.default_nr import (
     BACKBONE_FILE,
     BACKBONE_SHA256,
     FAST_HEAD_FILE,
@@ -33,9 +33,9 @@ from iqaflow.models.default_nr import (
     HEAD_FILE,
     HEAD_SHA256,
 )
-from iqaflow.models.nets.kernel_head import KernelHead, head_state
-from iqaflow.models.nets.mobilenet_views import ViewSet, crop_offsets, make_views
-from iqaflow.models.nets.tflite_graph import TFLiteNet
+from iqaflow.models.deep.nets.kernel_head import KernelHead, head_state
+from iqaflow.models.deep.nets.mobilenet_views import ViewSet, crop_offsets, make_views
+from iqaflow.models.deep.nets.tflite_graph import TFLiteNet
 from iqaflow.models.weights import MANIFEST, PACKAGED_DIR, WeightsStore, configure_store, sha256_file
 
 OFFICIAL = REPO.parent / "shared" / "official" / "mobilenet"
@@ -87,7 +87,7 @@ def _float_outputs(graph: dict, names: tuple[str, ...], image: np.ndarray) -> li
 
 @pytest.mark.parametrize("path", [V1, V2], ids=["v1", "v2"])
 def test_converted_mobilenet_matches_the_tflite_interpreter_on_photos(path: Path) -> None:
-    from iqaflow.models.nets.tflite_read import read_tflite
+    from iqaflow.models.deep.nets.tflite_read import read_tflite
 
     graph = read_tflite(path)
     pooled = "MobilenetV1/Logits/AvgPool_1a/AvgPool" if path == V1 else "MobilenetV2/Logits/AvgPool"
@@ -105,7 +105,7 @@ def test_converted_mobilenet_matches_the_tflite_interpreter_on_photos(path: Path
 
 
 def test_shipped_backbone_is_the_official_file_converted(tmp_path: Path) -> None:
-    from iqaflow.models.nets.tflite_read import read_tflite
+    from iqaflow.models.deep.nets.tflite_read import read_tflite
 
     shipped = torch.load(PACKAGED_DIR / BACKBONE_FILE, weights_only=True)
     fresh = read_tflite(V1)
@@ -143,7 +143,7 @@ def test_a_different_head_of_the_same_name_is_refused(empty_store: WeightsStore)
 
 
 def test_default_models_start_with_the_default_scorer() -> None:
-    from iqaflow.config import DEFAULT_MODELS
+    from iqaflow.config.run import DEFAULT_MODELS
 
     assert DEFAULT_MODELS[0] == "iqaflow_nr" and {"sharpness", "exposure", "noise"} <= set(DEFAULT_MODELS)
 
@@ -199,7 +199,7 @@ def test_tensor_path_scores_like_the_numpy_path() -> None:
 
 def test_ci_guard_held_out_biq2021_slice() -> None:
     """The shipped scorer, through the pipeline's read/decode/score path, on 300 held-out lab-rated photos."""
-    from iqaflow.tasks.evaluate import read_rated, score_paths
+    from iqaflow.tasks.learn.evaluate import read_rated, score_paths
 
     rated = read_rated(str(BIQ_TEST / "mos.csv"), str(BIQ_TEST / "images"))
     paths, mos = rated.paths[:GUARD_SLICE], rated.mos[:GUARD_SLICE]
@@ -211,7 +211,7 @@ def test_ci_guard_held_out_biq2021_slice() -> None:
 
 
 def test_recipe_names_the_missing_training_data(tmp_path: Path) -> None:
-    from iqaflow.default_nr_config import load_recipe, recipe_scorer
+    from iqaflow.config.default_nr import load_recipe, recipe_scorer
 
     cfg = tmp_path / "r.yaml"
     cfg.write_text("train:\n  - name: biq2021-train\n    mos: nowhere/train.csv\n")
@@ -224,9 +224,9 @@ def test_recipe_names_the_missing_training_data(tmp_path: Path) -> None:
 def test_training_fits_a_head_the_scorer_runs(tmp_path: Path) -> None:
     """train() end to end on 60 CLIVE photos: features (then the cache), CV choice, files, and the scorer
     loading what it wrote (the test's own head: the store would refuse it, the pinned hash is the shipped one)."""
-    from iqaflow.default_nr_config import load_recipe
+    from iqaflow.config.default_nr import load_recipe
     from iqaflow.models.registry import create_scorer
-    from iqaflow.tasks import default_nr_train
+    from iqaflow.tasks.learn import default_nr_train
 
     clive = SHARED_DATA / "clive-subset"
     rows = list(csv.DictReader(open(clive / "mos.csv")))[:60]
@@ -260,7 +260,7 @@ def test_training_fits_a_head_the_scorer_runs(tmp_path: Path) -> None:
 
 def test_curation_cut_is_learnt_on_one_half_and_checked_on_the_other() -> None:
     """Against a direct count: the cut catches >= 80% of the learning half's bad images and no fewer."""
-    from iqaflow.tasks.evaluate_default import BAD_BELOW, curation
+    from iqaflow.tasks.learn.evaluate_default import BAD_BELOW, curation
 
     rng = np.random.default_rng(3)
     mos = rng.uniform(0, 1, 400)

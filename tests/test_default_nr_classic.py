@@ -12,13 +12,13 @@ import pytest
 import torch
 from conftest import REPO, SHARED_DATA
 
-from iqaflow import synth
 from iqaflow.errors import ConfigError, WeightsError
+from iqaflow.evaluation import synth
 from iqaflow.evaluation.crossval import content_folds, fold_agreement
-from iqaflow.models import default_nr_model as maths
+from iqaflow.models.classical.default_nr_classic import SHIPPED_SHA256, WEIGHTS_FILE, check_state
+from iqaflow.models.classical.quality_features import N_FEATURES, quality_features
 from iqaflow.models.colour import convert
-from iqaflow.models.default_nr_classic import SHIPPED_SHA256, WEIGHTS_FILE, check_state
-from iqaflow.models.quality_features import N_FEATURES, quality_features
+from iqaflow.models.deep import default_nr_model as maths
 from iqaflow.models.weights import MANIFEST, PACKAGED_DIR, WeightsStore, configure_store, sha256_file
 
 CLIVE = SHARED_DATA / "clive-subset"
@@ -113,7 +113,7 @@ def test_content_folds_partition_and_respect_groups() -> None:
 
 
 def test_recipe_loads_and_rejects_unknown_keys(tmp_path: Path) -> None:
-    from iqaflow.default_nr_classic_config import load_recipe
+    from iqaflow.config.default_nr_classic import load_recipe
 
     recipe = load_recipe(RECIPE, {"mos": str(CLIVE / "mos.csv"), "images": str(CLIVE / "images"),
                                   "notice": str(CLIVE / "README.txt"), "evaluation": {"baseline_pristine": None}})
@@ -126,7 +126,7 @@ def test_recipe_loads_and_rejects_unknown_keys(tmp_path: Path) -> None:
 
 def test_write_weights_records_hash_and_notice(tmp_path: Path) -> None:
     from iqaflow.models.base import WeightSpec
-    from iqaflow.tasks.default_nr_classic import write_weights
+    from iqaflow.tasks.learn.default_nr_classic import write_weights
 
     digest = write_weights({"a": torch.zeros(2), "notice": "licence"}, tmp_path, "the notice\n")
     assert json.loads((tmp_path / MANIFEST).read_text()) == {WEIGHTS_FILE: digest}
@@ -140,9 +140,9 @@ def test_recipe_beats_the_laplacian_on_held_out_clive_images() -> None:
     the shipped model, which saw these images, must also still rank them well (features unchanged)."""
     import cv2
 
-    from iqaflow.default_nr_classic_config import load_recipe
-    from iqaflow.models.classical_nr import laplacian_variance
-    from iqaflow.tasks.default_nr_classic import pristine_crops, read_rated, synthetic_set
+    from iqaflow.config.default_nr_classic import load_recipe
+    from iqaflow.models.classical.nr import laplacian_variance
+    from iqaflow.tasks.learn.default_nr_classic import pristine_crops, read_rated, synthetic_set
 
     assert CLIVE.is_dir(), f"shared data expected beside the checkout at {CLIVE}"
     recipe = load_recipe(RECIPE, {"mos": str(CLIVE / "mos.csv"), "images": str(CLIVE / "images"),
@@ -169,6 +169,6 @@ def test_recipe_beats_the_laplacian_on_held_out_clive_images() -> None:
 
 
 def _read(path: str) -> np.ndarray:
-    from iqaflow.tasks.default_nr_classic import decode_rgb
+    from iqaflow.tasks.learn.default_nr_classic import decode_rgb
 
     return decode_rgb(path)

@@ -18,11 +18,11 @@ from scipy.ndimage import gaussian_filter
 
 from iqaflow.schemas.results import Col, ErrorCode
 from iqaflow.tasks.decode import DecodeFailure, decode, sniff_medical
-from iqaflow.tasks.decode_dicom import phi_tokens, scrub
-from iqaflow.tasks.discover import write_manifest
-from iqaflow.tasks.phi import keyed_id, path_names_patient
-from iqaflow.tasks.score import score_members
-from iqaflow.tasks.score_domain import DomainSettings
+from iqaflow.tasks.decode.dicom import phi_tokens, scrub
+from iqaflow.tasks.io.discover import write_manifest
+from iqaflow.tasks.score.domain import DomainSettings
+from iqaflow.tasks.score.phi import keyed_id, path_names_patient
+from iqaflow.tasks.score.shard import score_members
 
 RAMP = (np.arange(48 * 64, dtype=np.uint16).reshape(48, 64) % 4096).astype(np.uint16)
 SECRETS = (PATIENT_NAME.encode(), PATIENT_ID.encode())
@@ -201,7 +201,7 @@ def _grep(root: Path, needles: tuple[bytes, ...], inputs: set[bytes]) -> list[st
 def test_phi_never_reaches_outputs_logs_or_mlflow(prefect_api: None, intake: Path, tmp_path: Path,
                                                   caplog: pytest.LogCaptureFixture,
                                                   capfd: pytest.CaptureFixture[str]) -> None:
-    from iqaflow.config import build_config
+    from iqaflow.config.run import build_config
     from iqaflow.errors import GateFailed
     from iqaflow.flows.score import run_score
 

@@ -96,7 +96,7 @@ def test_ranking_accuracy_and_per_type_srcc() -> None:
 
 
 def test_synthetic_benchmark_sees_blur_and_noise(kodak: Path, tmp_path: Path) -> None:
-    from iqaflow.tasks.evaluate import synthetic_benchmark
+    from iqaflow.tasks.learn.evaluate import synthetic_benchmark
 
     folder = tmp_path / "pristine"
     folder.mkdir()
@@ -113,7 +113,7 @@ def _rated_folder(root: Path, kodak: Path) -> Path:
     """Blur levels of three Kodak crops with MOS = 80 - 12 * level: a known monotonic truth."""
     from PIL import Image
 
-    from iqaflow import synth
+    from iqaflow.evaluation import synth
 
     root.mkdir()
     rows = []

@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from iqaflow.config import build_config
+from iqaflow.config.run import build_config
 from iqaflow.schemas.results import SCHEMA_VERSION, SCHEMA_VERSION_KEY, Col, ErrorCode, Status
 
 pytestmark = pytest.mark.slow

@@ -16,12 +16,12 @@ import pytest
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from iqaflow import synth
-from iqaflow.config import build_config
+from iqaflow.config.run import build_config
 from iqaflow.errors import ConfigError
-from iqaflow.models.matlab_compat import gray255
+from iqaflow.evaluation import synth
+from iqaflow.models.classical.matlab_compat import gray255
 from iqaflow.schemas.results import Col, ErrorCode, Status
-from iqaflow.tasks.discover import write_manifest
+from iqaflow.tasks.io.discover import write_manifest
 
 EXTS = [".png", ".jpg", ".tif"]
 

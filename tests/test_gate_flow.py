@@ -69,7 +69,15 @@ def curation_photos(folder: Path) -> Path:
     a curation batch (make_collection's 13 versions of each base would be mostly duplicates)."""
     import cv2
 
-    from iqaflow.synth import _save_png, blur, jpeg_bytes, noise, random_crops, skimage_images, write_broken_files
+    from iqaflow.evaluation.synth import (
+        _save_png,
+        blur,
+        jpeg_bytes,
+        noise,
+        random_crops,
+        skimage_images,
+        write_broken_files,
+    )
 
     folder.mkdir(parents=True)
     crops = [img for _, img in random_crops(skimage_images(), 24, 128, seed=7)]
@@ -92,7 +100,7 @@ def curation_photos(folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def examples_run(cli_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """Score three small collections with the three example gate files, concurrently (one worker each)."""
-    from iqaflow.synth import make_collection
+    from iqaflow.evaluation.synth import make_collection
 
     root = tmp_path_factory.mktemp("examples")
     photos = make_collection(root / "photos", n_bases=2, size=96)

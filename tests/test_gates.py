@@ -12,12 +12,13 @@ import pytest
 from gatekit import gate_text, row, table, write_run
 
 from iqaflow.errors import ConfigError
+from iqaflow.models.gate_binding import prepare
 from iqaflow.schemas import gate_expr
 from iqaflow.schemas.gates import GATES_KEY, bind, load_gate_file, parse_gate_text
 from iqaflow.schemas.gx_suite import compile_suite
 from iqaflow.schemas.results import GATE_FIELDS, Col, results_schema
-from iqaflow.tasks import decide
-from iqaflow.tasks.gate import apply_decisions, drift_distance, locate_run, prepare, validate_collection
+from iqaflow.tasks.gates import decide
+from iqaflow.tasks.gates.gate import apply_decisions, drift_distance, locate_run, validate_collection
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SCHEMA = results_schema(["sharpness", "noise"])
@@ -159,7 +160,7 @@ def test_unknown_column_from_an_unused_scorer_says_how_to_fix() -> None:
 
 
 def test_config_rejects_a_bad_gate_file_before_scoring(tmp_path: Path) -> None:
-    from iqaflow.config import build_config
+    from iqaflow.config.run import build_config
 
     good = tmp_path / "g.yaml"
     good.write_text(gate_text("image_rules:\n  - name: s\n    require: sharpness >= 1\n    outcome: flag\n"))
@@ -372,7 +373,7 @@ def test_collection_gates_through_gx_write_validation_and_data_docs(tmp_path: Pa
 def test_roc_auc_matches_mann_whitney() -> None:
     from scipy import stats
 
-    from iqaflow.tasks.suggest import best, roc
+    from iqaflow.evaluation.roc import best, roc
 
     rng = np.random.default_rng(1)
     good, bad = rng.normal(200, 40, 60), rng.normal(120, 40, 25)
@@ -391,7 +392,7 @@ def test_roc_auc_matches_mann_whitney() -> None:
 
 
 def test_suggest_writes_a_loadable_gate_file(tmp_path: Path) -> None:
-    from iqaflow.tasks.suggest import suggest
+    from iqaflow.tasks.gates.suggest import suggest
 
     rows = [row(f"/data/c/img{i:02d}.png", 100.0 + 30 * i, 30.0 - i) for i in range(20)]
     run = locate_run(str(write_run(tmp_path / "run", rows, source="/data/c")))

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from iqaflow.config import build_config
+from iqaflow.config.run import build_config
 from iqaflow.errors import ConfigError
 from iqaflow.flows import cluster
 from iqaflow.flows.cluster import CLUSTER_CONFIG, PinnedGPUCluster, choose_cluster, rotated, visible_gpus
@@ -107,10 +107,10 @@ def test_flow_on_cuda_matches_cpu_scores(prefect_api: None, tmp_path: Path) -> N
     from jpegkit import make_jpegs
 
     from iqaflow.flows.score import run_score
-    from iqaflow.models.deep_zoo import Kang
+    from iqaflow.models.deep.zoo import Kang
     from iqaflow.models.registry import create_scorer
     from iqaflow.models.weights import WeightsStore, configure_store
-    from iqaflow.tasks.score import score_members
+    from iqaflow.tasks.score.shard import score_members
 
     files = make_jpegs(tmp_path / "images")
     store = WeightsStore(str(tmp_path / "weights"))

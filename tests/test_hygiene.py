@@ -15,9 +15,9 @@ from skimage.measure import shannon_entropy
 
 from iqaflow.models import hygiene
 from iqaflow.models.base import Scorer
+from iqaflow.models.classical.nss_fit import read_images
 from iqaflow.models.colour import convert
 from iqaflow.models.hygiene import blank_fraction, colour_spread, luminance_entropy
-from iqaflow.models.nss_fit import read_images
 from iqaflow.models.registry import create_scorer
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"

@@ -9,10 +9,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from iqaflow.config import build_config
+from iqaflow.config.run import build_config
 from iqaflow.errors import ConfigError
+from iqaflow.evaluation.synth import make_collection
 from iqaflow.schemas.results import Col
-from iqaflow.synth import make_collection
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,7 @@ def test_incremental_scores_only_new_and_changed(prefect_api: None, tmp_path: Pa
     assert rescored["sharpness"] == pytest.approx(blurred["sharpness"])
 
     # A run after an incremental run compares against its full listing: everything is carried.
-    from iqaflow.tasks.incremental import split_incremental
+    from iqaflow.tasks.io.incremental import split_incremental
 
     day2 = out / "runs" / "day2"
     (tmp_path / "day3").mkdir()
@@ -65,7 +65,7 @@ def test_incremental_scores_only_new_and_changed(prefect_api: None, tmp_path: Pa
 
 
 def test_incremental_requires_an_earlier_run(prefect_api: None, tmp_path: Path) -> None:
-    from iqaflow.tasks.incremental import split_incremental
+    from iqaflow.tasks.io.incremental import split_incremental
 
     with pytest.raises(ConfigError, match="not an iqaflow run"):
         split_incremental(str(tmp_path / "m.parquet"), str(tmp_path / "nothing"), "fp", str(tmp_path), 10)

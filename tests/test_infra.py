@@ -169,7 +169,7 @@ def test_entrypoints_outside_the_flows_package_are_refused() -> None:
     from iqaflow.errors import ConfigError
     from iqaflow.flows.deployments import resolve_entrypoint
 
-    for bad in ("os.py:system", "iqaflow/flows/curate.py", "iqaflow/tasks/report.py:write_report",
+    for bad in ("os.py:system", "iqaflow/flows/curate.py", "iqaflow/tasks/report/build.py:write_report",
                 "iqaflow/flows/curate.py:CurationState"):
         with pytest.raises(ConfigError):
             resolve_entrypoint(bad)

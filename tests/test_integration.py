@@ -72,7 +72,7 @@ def test_everything_against_real_servers(servers: dict, tmp_path: Path) -> None:
     import boto3
     from mlflow import MlflowClient
 
-    from iqaflow.synth import make_collection
+    from iqaflow.evaluation.synth import make_collection
 
     s3 = boto3.client("s3", endpoint_url=servers["s3"])
     s3.create_bucket(Bucket=BUCKET)

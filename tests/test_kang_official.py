@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from iqaflow.models.colour import convert
-from iqaflow.models.deep_zoo import KANG_WEIGHTS
+from iqaflow.models.deep.zoo import KANG_WEIGHTS
 from iqaflow.models.registry import create_scorer
 from iqaflow.models.weights import configure_store
 

@@ -1,5 +1,5 @@
 """Worker processes keep freed image buffers in the heap between images and hand them back between
-shards (iqaflow.tasks.malloc).
+shards (iqaflow.tasks.score.malloc).
 
 Checked through glibc's own accounting (mallinfo2: hblks = live mmap'd blocks) and the process's
 resident pages, in a child process started with the environment Dask gives its workers; no timing.
@@ -38,7 +38,7 @@ def mmapped_while_held(n=4 << 20):
     during = libc.mallinfo2().hblks
     libc.free(buf)
     return during - before
-from iqaflow.tasks.malloc import keep_freed_memory
+from iqaflow.tasks.score.malloc import keep_freed_memory
 out = {"before": mmapped_while_held()}
 out["tuned"] = keep_freed_memory()
 out["after"] = mmapped_while_held()
@@ -50,7 +50,7 @@ RELEASE_CHILD = LIBC + r"""
 def rss_mb():
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-from iqaflow.tasks.malloc import keep_freed_memory, release_freed_memory
+from iqaflow.tasks.score.malloc import keep_freed_memory, release_freed_memory
 keep_freed_memory()
 bufs = [libc.malloc(1 << 20) for _ in range(100)]
 for b in bufs:

@@ -12,8 +12,8 @@ from iqaflow.models.colour import convert
 from iqaflow.models.registry import create_scorer
 from iqaflow.schemas.results import Col, ErrorCode
 from iqaflow.tasks.decode import DecodeFailure, decode, slice_indices, sniff_medical
-from iqaflow.tasks.score import score_members
-from iqaflow.tasks.score_domain import DomainSettings
+from iqaflow.tasks.score.domain import DomainSettings
+from iqaflow.tasks.score.shard import score_members
 
 RNG = np.random.default_rng(0)
 VOLUME = (RNG.random((40, 50, 30)) * 1000).astype(np.float32)

@@ -11,11 +11,11 @@ import torch
 from scipy import ndimage, stats
 from scipy.special import gamma as gamma_fn
 
-from iqaflow import synth
 from iqaflow.errors import WeightsError
-from iqaflow.models import nss
+from iqaflow.evaluation import synth
+from iqaflow.models.classical import nss
+from iqaflow.models.classical.nss_fit import fit_niqe, read_images
 from iqaflow.models.colour import convert
-from iqaflow.models.nss_fit import fit_niqe, read_images
 from iqaflow.models.registry import create_scorer, get_scorer_class
 from iqaflow.models.weights import WeightsStore, configure_store, get_store
 

@@ -9,17 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from iqaflow.models import brisque_live, matlab_compat, nss, nss_scorers
+from iqaflow.models.classical import brisque_live, matlab_compat, nss, nss_scorers
 from iqaflow.models.colour import convert
 from iqaflow.models.registry import create_scorer, get_scorer_class
 from iqaflow.models.weights import PACKAGED_DIR, WeightsStore, configure_store, get_store
 from iqaflow.tasks.decode import decode
-from iqaflow.tasks.parity import KNOWN_GAPS, OPENCV_BRISQUE
+from iqaflow.tasks.learn.parity import KNOWN_GAPS, OPENCV_BRISQUE
 
 OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "official"
 TID = OFFICIAL / "tid2013-calibra"
 IMAGES = ("I03.bmp", "I04.bmp", "I06.bmp", "I08.bmp", "I19.bmp")
-# OpenCV's own BRISQUE on these images (how they were recorded: see iqaflow.tasks.parity). Windows that are
+# OpenCV's own BRISQUE on these images (how they were recorded: see iqaflow.tasks.learn.parity). Windows that are
 # flat 7x7 in I03, I06, I08, I19 (not I04): the release's MATLAB rounding residue there moves its NIQE value
 # (see nss's docstring); ours is exact zero. I04 has none and matches to float32 precision.
 NIQE_FLAT_TOLERANCE = KNOWN_GAPS["niqe"][0]
@@ -48,7 +48,7 @@ def fresh_store(tmp_path: Path):  # noqa: ANN201
 
 def test_published_models_are_ready_from_the_package(fresh_store: WeightsStore) -> None:
     # A fresh install: nothing in the store, the pinned files come from iqaflow/weights.
-    from iqaflow.cli import weights_readiness
+    from iqaflow.cli.preflight import weights_readiness
 
     for name in ("niqe", "brisque"):
         cls = get_scorer_class(name)

@@ -28,8 +28,8 @@ from torch import nn
 from iqaflow.errors import WeightsError
 from iqaflow.models import weights
 from iqaflow.models.base import WeightSpec
-from iqaflow.models.deep import TorchScorer
-from iqaflow.models.deep_zoo import (
+from iqaflow.models.deep.torch_scorer import TorchScorer
+from iqaflow.models.deep.zoo import (
     ALEXNET,
     DBCNN_HEAD,
     DBCNN_SCNN,
@@ -151,7 +151,7 @@ def test_torchvision_pins_agree_with_the_published_names() -> None:
 
 # -- the user's flow: add the backbone, `iqaflow models` says what is missing ---------------------------
 def test_models_names_each_missing_file_and_how_to_add_it(store: WeightsStore) -> None:
-    from iqaflow.cli import weights_readiness
+    from iqaflow.cli.preflight import weights_readiness
 
     vgg = "vgg16-397923af.pth: missing — add torchvision's ImageNet VGG16 with iqaflow weights add"
     assert weights_readiness(LpipsVgg, store) == vgg
@@ -182,7 +182,7 @@ def test_weights_add_refuses_a_stand_in_under_a_pinned_name(backbones: dict[str,
 
 
 def test_a_stand_in_put_behind_the_pin_is_a_mismatch(backbones: dict[str, Path], store: WeightsStore) -> None:
-    from iqaflow.cli import weights_readiness
+    from iqaflow.cli.preflight import weights_readiness
 
     add_stand_in(store, backbones["alex"])
     assert weights_readiness(LpipsAlex, store).startswith("alexnet-owt-7be5be79.pth: mismatch — add torchvision's")

@@ -3,7 +3,7 @@
 The same rows as `python bench/parity.py`, on ../shared/official: each value within
 max(1e-3 relative, the official figure's rounding), Kang's within 1e-4, and no metric further from
 the official values than pyiqa's published calibration where pyiqa is outside that rounding.
-Exceptions are data in iqaflow.tasks.parity, each with its reason, and tested here: VSI's and
+Exceptions are data in iqaflow.tasks.learn.parity, each with its reason, and tested here: VSI's and
 BRISQUE's CSV figures are not what iqaflow's scorers claim (a third-party port; another SVR model),
 and NIQE is off by up to 0.6% on two images with flat windows.
 """
@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from iqaflow.models.deep_zoo import KANG_WEIGHTS
+from iqaflow.models.deep.zoo import KANG_WEIGHTS
 from iqaflow.models.weights import configure_store
-from iqaflow.tasks.parity import ParityRow, figure_tolerance, parity_table
+from iqaflow.tasks.learn.parity import ParityRow, figure_tolerance, parity_table
 
 OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "official"
 # Need weights no one may ship or download here (torchvision's ImageNet backbones); everything else must run.

@@ -17,7 +17,7 @@ from PIL import Image, ImageOps
 
 from iqaflow.schemas.results import ErrorCode
 from iqaflow.tasks.decode import DecodeFailure, decode
-from iqaflow.tasks.decode_photo import HEIF_AVAILABLE, orient, tone_map
+from iqaflow.tasks.decode.photo import HEIF_AVAILABLE, orient, tone_map
 
 # sRGB primaries adapted to D50 (ICC's connection space), and D50 itself.
 _RED, _GREEN, _BLUE = (0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141)

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from iqaflow.schemas.results import MANIFEST_SCHEMA, Col
-from iqaflow.tasks.plan import MIN_TAIL_PIECE, plan_shards, read_shard_members, tail_pieces
-from iqaflow.tasks.storage import join, open_fs
+from iqaflow.tasks.io.plan import MIN_TAIL_PIECE, plan_shards, read_shard_members, tail_pieces
+from iqaflow.tasks.io.storage import join, open_fs
 
 
 @pytest.mark.parametrize(("rows", "pieces"), [

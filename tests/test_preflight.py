@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from iqaflow.errors import ConfigError, OutputError, SourceError, WeightsError
-from iqaflow.preflight import (
+from iqaflow.cli.preflight import (
     check_output,
     check_references,
     check_source,
@@ -27,6 +26,7 @@ from iqaflow.preflight import (
     preflight,
     within,
 )
+from iqaflow.errors import ConfigError, OutputError, SourceError, WeightsError
 
 SLACK_S = 1.5
 
@@ -73,7 +73,7 @@ def assert_one_line_exit_2(res: subprocess.CompletedProcess[str], seconds: float
 
 @pytest.fixture
 def photos(tmp_path: Path) -> Path:
-    from iqaflow.synth import make_collection
+    from iqaflow.evaluation.synth import make_collection
 
     return make_collection(tmp_path / "photos", n_bases=1, size=48)
 
@@ -240,7 +240,7 @@ def test_within_bounds_a_check_that_hangs() -> None:
 
 
 def test_preflight_on_a_config(tmp_path: Path, photos: Path) -> None:
-    from iqaflow.config import build_config
+    from iqaflow.config.run import build_config
 
     preflight(build_config({"source": str(photos), "out": str(tmp_path / "out"), "models": ["sharpness"]}))
     masters = tmp_path / "masters"

@@ -16,9 +16,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from iqaflow import synth
-from iqaflow.models.print_defects import MIN_Z, detect_lines
-from iqaflow.models.registration import align, corner_error, register
+from iqaflow.evaluation import synth
+from iqaflow.models.printing.lines import MIN_Z, detect_lines
+from iqaflow.models.printing.registration import align, corner_error, register
 from iqaflow.schemas.results import Col, ErrorCode
 
 H_PAGE, W_PAGE = 360, 480
@@ -75,7 +75,7 @@ def test_registration_is_sub_pixel(angle: float, scale: float, shift: tuple[floa
 
 
 def test_align_crops_both_to_the_overlap() -> None:
-    from iqaflow.models.classical_fr import ssim_map
+    from iqaflow.models.classical.fr import ssim_map
     from iqaflow.models.colour import convert
 
     page = master()
@@ -97,7 +97,7 @@ def _lines(defect: str | None, axis: int) -> tuple[float, ...]:
 
 
 def _crop_origin(s: np.ndarray, page: np.ndarray) -> tuple[int, int, int, int]:
-    from iqaflow.models.registration import overlap_box
+    from iqaflow.models.printing.registration import overlap_box
 
     return overlap_box(register(page, s).homography, s.shape, page.shape)
 
@@ -116,7 +116,7 @@ def test_band_across_the_feed_is_localised() -> None:
 
 
 def test_registration_failure_is_a_row_error() -> None:
-    from iqaflow.models.registration import RegistrationError
+    from iqaflow.models.printing.registration import RegistrationError
 
     blank = np.full((H_PAGE, W_PAGE, 3), 255, np.uint8)
     with pytest.raises(RegistrationError, match="too few features"):
@@ -141,7 +141,7 @@ def job(tmp_path: Path) -> Path:
 
 @pytest.mark.slow
 def test_print_job_flow_registers_localises_and_reports(prefect_api: None, job: Path, tmp_path: Path) -> None:
-    from iqaflow.config import build_config
+    from iqaflow.config.run import build_config
     from iqaflow.errors import GateFailed
     from iqaflow.flows.score import run_score
 
@@ -179,7 +179,7 @@ def test_print_job_flow_registers_localises_and_reports(prefect_api: None, job: 
 
 def test_example_run_configs_validate(monkeypatch: pytest.MonkeyPatch) -> None:
     """The documented run configs (and the gate files they name) load against the run's columns."""
-    from iqaflow.config import load_config
+    from iqaflow.config.run import load_config
 
     repo = Path(__file__).resolve().parent.parent
     monkeypatch.chdir(repo)
@@ -190,7 +190,7 @@ def test_example_run_configs_validate(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_align_without_a_full_reference_model_is_a_config_error(tmp_path: Path) -> None:
-    from iqaflow.config import build_config
+    from iqaflow.config.run import build_config
     from iqaflow.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"align compare.*no full-reference model.*Fix"):

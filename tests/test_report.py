@@ -70,7 +70,8 @@ def write_results(run: Path, rows: list[dict], schema: pa.Schema, src: Path, spl
 @pytest.fixture(scope="module")
 def gated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """(run, baseline run, gate file): the run gated for real by the gate pass (no Prefect needed)."""
-    from iqaflow.tasks.gate import apply_decisions, locate_run, prepare, results_schema_of
+    from iqaflow.models.gate_binding import prepare
+    from iqaflow.tasks.gates.gate import apply_decisions, locate_run, results_schema_of
 
     root = tmp_path_factory.mktemp("report")
     run = make_run(root / "now")
@@ -84,7 +85,7 @@ def gated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
 
 def test_thresholds_come_from_every_comparison_in_the_rules(gated) -> None:
     from iqaflow.schemas.gates import load_gate_file
-    from iqaflow.tasks.report import gate_thresholds
+    from iqaflow.tasks.report.build import gate_thresholds
 
     found = {(t.column, t.op, t.value, t.rule, t.outcome) for t in gate_thresholds(load_gate_file(str(gated[2])))}
     assert found == {("sharpness", ">=", 120.0, "blurry", "reject"), ("noise", ">", 5.0, "blurry", "reject"),
@@ -92,7 +93,7 @@ def test_thresholds_come_from_every_comparison_in_the_rules(gated) -> None:
 
 
 def test_report_data_folders_worst_errors_drift(gated) -> None:
-    from iqaflow.tasks.report import build_report
+    from iqaflow.tasks.report.build import build_report
 
     run, base, gates = gated
     table = pq.read_table(run / "results").to_pylist()
@@ -136,7 +137,7 @@ def test_report_cli_writes_escaped_self_contained_html(gated, tmp_path: Path) ->
 def test_report_renders_in_headless_chromium(gated, tmp_path: Path) -> None:
     from cdp import Browser, find_chromium
 
-    from iqaflow.tasks.report import write_report
+    from iqaflow.tasks.report.build import write_report
 
     exe = find_chromium()
     if exe is None:
@@ -168,7 +169,7 @@ def test_report_renders_in_headless_chromium(gated, tmp_path: Path) -> None:
 
 
 def test_medical_thumbnails_are_withheld_in_phi_safe_runs(tmp_path: Path) -> None:
-    from iqaflow.tasks.report import build_report
+    from iqaflow.tasks.report.build import build_report
 
     run = make_run(tmp_path, n=6, fmt="DICOM")  # PNG pixels, but recorded as DICOM: the report goes by the record
     data = build_report(str(run), worst=3)
@@ -231,10 +232,11 @@ def make_dup_run(root: Path) -> tuple[Path, list[dict]]:
 
 
 def test_duplicate_groups_and_hygiene_counts(tmp_path: Path) -> None:
-    from iqaflow.tasks.gate import apply_decisions, locate_run, prepare, results_schema_of
-    from iqaflow.tasks.report import build_report
-    from iqaflow.tasks.report_dups import DUP_GROUPS, DUP_MEMBERS
-    from iqaflow.tasks.report_html import render
+    from iqaflow.models.gate_binding import prepare
+    from iqaflow.tasks.gates.gate import apply_decisions, locate_run, results_schema_of
+    from iqaflow.tasks.report.build import build_report
+    from iqaflow.tasks.report.dups import DUP_GROUPS, DUP_MEMBERS
+    from iqaflow.tasks.report.html import render
 
     run, rows = make_dup_run(tmp_path)
     gates = tmp_path / "gates.yaml"
@@ -271,8 +273,8 @@ def test_duplicate_groups_and_hygiene_counts(tmp_path: Path) -> None:
 
 
 def test_no_duplicates_section_without_the_columns(gated) -> None:
-    from iqaflow.tasks.report import build_report
-    from iqaflow.tasks.report_html import render
+    from iqaflow.tasks.report.build import build_report
+    from iqaflow.tasks.report.html import render
 
     data = build_report(str(gated[0]), worst=0)
     assert data.duplicates is None and 'id="duplicates"' not in render(data)

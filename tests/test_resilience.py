@@ -14,9 +14,9 @@ import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
 from iqaflow.schemas.results import Col, ErrorCode
-from iqaflow.tasks.read import RetryPolicy, prefetch
-from iqaflow.tasks.score import score_members
-from iqaflow.tasks.storage import atomic_write
+from iqaflow.tasks.io.read import RetryPolicy, prefetch
+from iqaflow.tasks.io.storage import atomic_write
+from iqaflow.tasks.score.shard import score_members
 
 
 class FlakyFS(MemoryFileSystem):
@@ -70,7 +70,7 @@ def test_transient_read_errors_are_retried(flaky: list[str]) -> None:
 
 def test_persistent_errors_become_read_error_rows(flaky: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     from iqaflow.models.registry import create_scorer
-    from iqaflow.tasks import read
+    from iqaflow.tasks.io import read
 
     FlakyFS.failures = 100
     monkeypatch.setattr(read, "DEFAULT_RETRY", FAST)
@@ -82,7 +82,7 @@ def test_persistent_errors_become_read_error_rows(flaky: list[str], monkeypatch:
 
 
 def test_transient_write_errors_are_retried(monkeypatch: pytest.MonkeyPatch) -> None:
-    from iqaflow.tasks import read
+    from iqaflow.tasks.io import read
 
     monkeypatch.setattr(read.with_retries, "__defaults__", (FAST,))
     FlakyFS.calls.clear()

@@ -12,12 +12,13 @@ import pytest
 from gatekit import gate_text, row, write_run
 
 from iqaflow.errors import RoutingError
+from iqaflow.models.gate_binding import prepare
 from iqaflow.schemas.gates import RouteRule, parse_gate_text
 from iqaflow.schemas.results import results_schema
-from iqaflow.tasks import route as route_mod
-from iqaflow.tasks.gate import apply_decisions, locate_run, prepare
-from iqaflow.tasks.route import Item, RouteContext, expand, registered_actions, relative_name, safe_join
-from iqaflow.tasks.router import route
+from iqaflow.tasks.gates import route as route_mod
+from iqaflow.tasks.gates.gate import apply_decisions, locate_run
+from iqaflow.tasks.gates.route import Item, RouteContext, expand, registered_actions, relative_name, safe_join
+from iqaflow.tasks.gates.router import route
 
 RULES = """image_rules:
   - name: sharp
@@ -211,7 +212,7 @@ def test_gate_pass_on_results_in_s3(s3_server: str, tmp_path: Path) -> None:
     import boto3
     import s3fs
 
-    from iqaflow.tasks.gate import validate_collection
+    from iqaflow.tasks.gates.gate import validate_collection
 
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="qa-out")
     local = write_run(tmp_path / "r", [row(f"s3://in/{i}.png", 50.0 * i, 1) for i in range(6)], source="s3://in")

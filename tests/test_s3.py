@@ -9,7 +9,7 @@ import boto3
 import pyarrow.parquet as pq
 import pytest
 
-from iqaflow.config import build_config
+from iqaflow.config.run import build_config
 from iqaflow.schemas.results import Col, ErrorCode
 
 pytestmark = pytest.mark.slow
@@ -30,8 +30,8 @@ def upload(folder: Path, bucket: str, prefix: str, endpoint: str) -> list[str]:
 def test_s3_in_s3_out(prefect_api: None, s3_server: str, tmp_path: Path) -> None:
     import s3fs
 
+    from iqaflow.evaluation.synth import make_collection
     from iqaflow.flows.score import run_score
-    from iqaflow.synth import make_collection
 
     src = make_collection(tmp_path / "c", n_bases=4, size=128)
     keys = upload(src, "photos", "archive", s3_server)

@@ -20,7 +20,7 @@ _CHILD = r"""
 import json, os, sys
 import psutil
 from distributed import Client
-from iqaflow.config import build_config
+from iqaflow.config.run import build_config
 from iqaflow.errors import StartupError
 from iqaflow.flows import startup
 from iqaflow.flows.cluster import cluster_for
@@ -63,7 +63,7 @@ import socket
 taken = socket.socket()
 taken.bind(("127.0.0.1", 0))  # bound, not listening: the server's bind fails and Prefect moves it
 free_port, startup._free_port = startup._free_port, lambda: taken.getsockname()[1]
-with startup.local_cluster(choice) as cluster, Client(cluster) as client:
+with startup.local_cluster(choice, warm=["iqaflow.flows.score"]) as cluster, Client(cluster) as client:
     out["moved"] = {"taken": taken.getsockname()[1], "url": os.environ["PREFECT_API_URL"],
                     "workers": sorted(set(client.run(os.environ.get, "PREFECT_API_URL").values())),
                     "warmed": list(client.run(warmed).values()),  # the restarted workers too

@@ -7,8 +7,8 @@ import pyarrow as pa
 import pytest
 
 from iqaflow.schemas import gate_expr
-from iqaflow.tasks.suggest import suggest_from_scores
-from iqaflow.tasks.suggest_rules import Target, choose, fit_combined
+from iqaflow.tasks.gates.suggest import suggest_from_scores
+from iqaflow.tasks.gates.suggest_rules import Target, choose, fit_combined
 
 NAMES = ["sharpness", "noise"]  # declared: higher sharpness is better, lower noise is better
 

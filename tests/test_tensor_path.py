@@ -19,19 +19,19 @@ import pytest
 import torch
 from jpegkit import BROKEN_ENTROPY, EXPECTED_TAKEN, make_jpegs
 
-from iqaflow.config import build_config
+from iqaflow.config.run import build_config
 from iqaflow.errors import ConfigError
 from iqaflow.models import weights
 from iqaflow.models.colour import convert
-from iqaflow.models.deep_zoo import Dbcnn, Kang
+from iqaflow.models.deep.zoo import Dbcnn, Kang
 from iqaflow.models.registry import create_scorer
 from iqaflow.models.weights import WeightsStore
 from iqaflow.schemas.results import Col
-from iqaflow.tasks import decode_gpu
 from iqaflow.tasks.decode import decode
-from iqaflow.tasks.decode_gpu import TensorPath, decode_jpegs, libjpeg_accepts
-from iqaflow.tasks.jpeg_header import exif_orientation, jpeg_header
-from iqaflow.tasks.score import score_members
+from iqaflow.tasks.decode.jpeg_header import exif_orientation, jpeg_header
+from iqaflow.tasks.score import gpu as decode_gpu
+from iqaflow.tasks.score.gpu import TensorPath, decode_jpegs, libjpeg_accepts
+from iqaflow.tasks.score.shard import score_members
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 SCORE_TOL = {"cpu": 1e-4, "cuda": 2e-2}  # of max |score| per scorer; see the module docstring
@@ -147,7 +147,7 @@ def test_path_selection(store: WeightsStore, caplog: pytest.LogCaptureFixture) -
     assert TensorPath.for_shard("auto", [kang]) is None  # auto: CUDA only
     assert TensorPath.for_shard(False, [kang]) is None
     assert TensorPath.for_shard(True, [kang]) is not None
-    with caplog.at_level(logging.WARNING, logger="iqaflow.tasks.decode_gpu"):
+    with caplog.at_level(logging.WARNING, logger="iqaflow.tasks.score.gpu"):
         assert TensorPath.for_shard(True, [kang, create_scorer("sharpness", "cpu")]) is None
     assert "sharpness is not a deep NR scorer" in caplog.text
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from iqaflow.config import DEFAULT_MODELS, build_config
-from iqaflow.tasks.track import redact_uri, scoring_params
+from iqaflow.config.run import DEFAULT_MODELS, build_config
+from iqaflow.tasks.report.track import redact_uri, scoring_params
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -41,7 +41,7 @@ def test_params_carry_no_credentials(tmp_path: Path) -> None:
 
 
 def _small_collection(root: Path) -> Path:
-    from iqaflow.synth import make_collection
+    from iqaflow.evaluation.synth import make_collection
 
     return make_collection(root, n_bases=2, size=64, seed=1)  # 2 x 14 images + 3 broken files
 

@@ -40,8 +40,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> str:
 def trained(prefect_api: None, registry: str, tmp_path_factory: pytest.TempPathFactory):
     from conftest import SHARED_DATA
 
+    from iqaflow.config.train import TrainConfig
     from iqaflow.flows.train import run_train
-    from iqaflow.train_config import TrainConfig
 
     cfg = TrainConfig(
         name="tiny-rank", pristine=str(SHARED_DATA / "kodak"), width=16, crop=64, epochs=14, groups_per_epoch=96,
@@ -78,9 +78,9 @@ def test_registered_model_scores_through_the_flow_and_ranks_held_out_levels(
 ) -> None:
     from mlflow import MlflowClient
 
-    from iqaflow.config import build_config
+    from iqaflow.config.run import build_config
+    from iqaflow.evaluation.synth import make_collection
     from iqaflow.flows.score import run_score
-    from iqaflow.synth import make_collection
 
     _, result = trained
     collection = make_collection(tmp_path / "held-out", n_bases=4, size=128, seed=3)
@@ -120,7 +120,7 @@ def test_registered_model_scores_through_the_flow_and_ranks_held_out_levels(
 
 
 def test_unknown_registered_model_is_a_config_error(trained, registry: str, tmp_path: Path) -> None:
-    from iqaflow.config import build_config
+    from iqaflow.config.run import build_config
     from iqaflow.errors import ConfigError
 
     with pytest.raises(ConfigError) as err:
@@ -136,7 +136,7 @@ def _rated(root: Path) -> Path:
     from conftest import SHARED_DATA
     from PIL import Image
 
-    from iqaflow import synth
+    from iqaflow.evaluation import synth
 
     root.mkdir()
     rows = []
@@ -156,9 +156,9 @@ def _rated(root: Path) -> Path:
 def test_finetune_on_mos_with_kfold_registers_a_mos_scale_model(
     prefect_api: None, registry: str, tmp_path: Path
 ) -> None:
+    from iqaflow.config.train import TrainConfig
     from iqaflow.flows.train import run_train
     from iqaflow.models.registry import create_scorer, set_model_registry_uri
-    from iqaflow.train_config import TrainConfig
 
     cfg = TrainConfig(name="tiny-mos", mos=str(_rated(tmp_path / "rated")), width=8, crop=32, finetune_epochs=3,
                       split="kfold", folds=2, batch_size=8, device="cpu", threads=1,

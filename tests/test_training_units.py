@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from iqaflow.errors import UnknownScorerError, WeightsError
-from iqaflow.models import training as T
-from iqaflow.models.nets.compact import CompactIQA, build_architecture
-from iqaflow.models.trained import TrainedModelMeta, load_trained_class, trained_scorer_class
-from iqaflow.tasks.mlflow_models import parse
+from iqaflow.models.deep import training as T
+from iqaflow.models.deep.nets.compact import CompactIQA, build_architecture
+from iqaflow.models.deep.trained import TrainedModelMeta, load_trained_class, trained_scorer_class
+from iqaflow.tasks.learn.mlflow_models import parse
 
 
 def test_ranking_loss_hand_computed() -> None:
@@ -38,8 +38,8 @@ def test_content_splits_keep_contents_apart() -> None:
 
 def test_pretrain_improves_ranking_of_blur_quickly() -> None:
     """A few epochs on one distortion type already beat chance on unseen crops (a smoke check of the loop)."""
-    from iqaflow.distortions import select
-    from iqaflow.synth import skimage_images
+    from iqaflow.evaluation.distortions import select
+    from iqaflow.evaluation.synth import skimage_images
 
     images = list(skimage_images().values())
     torch.manual_seed(0)

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 from skimage.color import rgb2lab
 
-from iqaflow.models.matlab_compat import imresize, resize_matrix
-from iqaflow.models.vsi import average_subsample, log_gabor, rgb2lab_vsi, vsi
+from iqaflow.models.classical.matlab_compat import imresize, resize_matrix
+from iqaflow.models.classical.vsi import average_subsample, log_gabor, rgb2lab_vsi, vsi
 
 TID = Path(__file__).resolve().parents[2] / "shared" / "official" / "tid2013-calibra"
 # This port's values (float64); piq's are 0.9244 0.9497 0.9877 0.9541 0.9348: piq averages the

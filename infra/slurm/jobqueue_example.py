@@ -26,7 +26,7 @@ def main() -> None:
 
     from dask_jobqueue import SLURMCluster
 
-    from iqaflow.config import build_config
+    from iqaflow.config.run import build_config
     from iqaflow.flows.score import run_score
 
     cluster = SLURMCluster(

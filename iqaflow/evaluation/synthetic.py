@@ -1,6 +1,6 @@
 """The synthetic benchmark: does a scorer see each distortion type grow worse level by level?
 
-From any folder of pristine images, every catalogue distortion (``iqaflow.distortions``) is applied
+From any folder of pristine images, every catalogue distortion (``iqaflow.evaluation.distortions``) is applied
 at its five levels. Per type, the benchmark is the mean over contents of the SRCC between the
 scorer's signed score (higher = better) and minus the level (0 = pristine), so 1.0 means the scorer
 orders every level of that type correctly on every image, 0 means it does not see the type at all.
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from iqaflow.distortions import N_LEVELS, GradedDistortion
+from iqaflow.evaluation.distortions import N_LEVELS, GradedDistortion
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ source through the score flow's ``incremental`` mode: unchanged images (same siz
 reference, same scorers) are carried over, new and changed ones are scored. So every run's results
 are the whole curated collection, and its gates, routing (e.g. the accepted manifest), HTML report
 and MLflow run describe all of it; the previous run is the drift baseline. The first run scores
-everything. State: ``OUT/curation/<key>/state.json`` (:mod:`iqaflow.tasks.curation`).
+everything. State: ``OUT/curation/<key>/state.json`` (:mod:`iqaflow.tasks.io.curation`).
 
 Parameters are plain JSON values so a deployment (YAML or UI) can set them; any other run config
 key goes in ``settings`` (models, workers, dask_address, mlflow_tracking_uri, ...).
@@ -19,10 +19,10 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from iqaflow.config import build_config, load_config
+from iqaflow.config.run import build_config, load_config
 from iqaflow.errors import GateFailed
-from iqaflow.tasks import curation
-from iqaflow.tasks.layout import RunLayout
+from iqaflow.tasks.io import curation
+from iqaflow.tasks.io.layout import RunLayout
 
 _opts: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
 commit_task = task(curation.commit_if_completed, name="commit-curation", **_opts)

@@ -15,10 +15,11 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from iqaflow.errors import GateFailed
+from iqaflow.models.gate_binding import prepare
 from iqaflow.schemas.gates import GateFile
 from iqaflow.schemas.results import results_schema
-from iqaflow.tasks import gate, router
-from iqaflow.tasks.storage import join
+from iqaflow.tasks.gates import gate, router
+from iqaflow.tasks.io.storage import join
 
 _opts: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
 
@@ -39,13 +40,13 @@ class GateReport:
 
 
 def _bind(run: gate.RunPaths, gates: str) -> GateFile:
-    return gate.prepare(gates, gate.results_schema_of(run))
+    return prepare(gates, gate.results_schema_of(run))
 
 
 def _spec_for_outputs(gates: str, outputs: list[str], collection: bool = False) -> GateFile:
     """The gate file bound for the shard task; with ``collection`` its rules on the collection pass's
     columns are deferred to the final pass."""
-    return gate.prepare(gates, results_schema(outputs), collection=collection)
+    return prepare(gates, results_schema(outputs), collection=collection)
 
 
 bind_task = task(_bind, name="gate-bind", **_opts)

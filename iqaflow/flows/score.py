@@ -10,20 +10,25 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect_dask import DaskTaskRunner
 
-from iqaflow.config import RunConfig
+from iqaflow.config.run import RunConfig
 from iqaflow.errors import ConfigError, IqaflowError
 from iqaflow.flows import progress
 from iqaflow.flows.cluster import cluster_for
 from iqaflow.flows.gate import gate_flow, gate_spec_task
 from iqaflow.flows.startup import local_cluster, share_api_with_workers
+from iqaflow.models.gate_binding import directions
 from iqaflow.models.registry import is_resolved_name, scorer_info
 from iqaflow.schemas.duplicates import DuplicatePolicy
 from iqaflow.schemas.gates import load_gate_file
-from iqaflow.tasks import discover, gate, incremental, plan, print_report, score, score_domain, summary, track
-from iqaflow.tasks import report as html_report
 from iqaflow.tasks.collection.run_pass import duplicate_pass
-from iqaflow.tasks.layout import RunLayout
-from iqaflow.tasks.storage import atomic_write, join, open_fs
+from iqaflow.tasks.io import discover, incremental, plan
+from iqaflow.tasks.io.layout import RunLayout
+from iqaflow.tasks.io.storage import atomic_write, join, open_fs
+from iqaflow.tasks.report import build as html_report
+from iqaflow.tasks.report import print_job as print_report
+from iqaflow.tasks.report import summary, track
+from iqaflow.tasks.score import domain as score_domain
+from iqaflow.tasks.score import shard as score
 
 _opts: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
 
@@ -112,7 +117,7 @@ def score_flow(config: RunConfig) -> summary.RunSummary:
              layout.results_dir)
     if config.duplicates:  # before the gate pass: its rules, routing and the report read these columns
         previous = incremental.previous_run_root(config.incremental) if config.incremental else None
-        dups = duplicate_task(layout.root, files, _duplicate_policy(config), gate.directions(), previous)
+        dups = duplicate_task(layout.root, files, _duplicate_policy(config), directions(), previous)
         log.info("duplicates: %d groups, %d images not kept (%d exact), %d size outliers%s", dups.groups,
                  dups.duplicates, dups.exact, dups.size_outliers, " (new images against the earlier index)"
                  if dups.incremental else "")
@@ -211,5 +216,6 @@ def run_score(config: RunConfig) -> summary.RunSummary:
     if config.dask_address:
         share_api_with_workers()
         return score_flow.with_options(task_runner=task_runner_for(config))(config)
-    with local_cluster(cluster_for(config.device, config.workers, config.threads_per_worker)) as cluster:
+    choice = cluster_for(config.device, config.workers, config.threads_per_worker)
+    with local_cluster(choice, warm=(__name__,)) as cluster:
         return score_flow.with_options(task_runner=DaskTaskRunner(address=cluster.scheduler_address))(config)

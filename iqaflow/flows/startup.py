@@ -14,7 +14,7 @@ import os
 import random
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
@@ -63,11 +63,12 @@ def share_api_with_workers() -> str:
 
 
 @contextmanager
-def local_cluster(choice: ClusterChoice) -> Iterator[Cluster]:
+def local_cluster(choice: ClusterChoice, warm: Sequence[str] = ()) -> Iterator[Cluster]:
     """The run's local Dask cluster, started while the Prefect API server starts (when one is needed).
 
     The cluster is closed on exit; the server, like Prefect's own ephemeral one, lives until this
-    process exits, for later runs here. If either start fails, neither is left running.
+    process exits, for later runs here. If either start fails, neither is left running. Each worker
+    imports the modules named in ``warm`` (the caller's flow module) as it starts.
     """
     cluster_class: type[Cluster] = from_qualified_name(choice.cluster_class)  # as DaskTaskRunner resolves it
     failed = ExitStack()  # what a failed start undoes
@@ -77,14 +78,14 @@ def local_cluster(choice: ClusterChoice) -> Iterator[Cluster]:
             url = api_url()
             if url is not None:
                 os.environ["PREFECT_API_URL"] = url
-                cluster = _start_cluster(stack, cluster_class, choice.kwargs)
+                cluster = _start_cluster(stack, cluster_class, choice.kwargs, warm)
             else:
                 port = _free_port()
                 url = os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
                 with ThreadPoolExecutor(1, thread_name_prefix="prefect-api-start") as pool:
                     starting = pool.submit(_start_server, port)
                     try:
-                        cluster = _start_cluster(stack, cluster_class, choice.kwargs)
+                        cluster = _start_cluster(stack, cluster_class, choice.kwargs, warm)
                     finally:  # joined either way, so a failed cluster start still stops the server
                         server = _started(starting)
                         failed.callback(server.stop)
@@ -125,7 +126,8 @@ def _start_server(port: int) -> SubprocessASGIServer:
     return server
 
 
-def _start_cluster(stack: ExitStack, cluster_class: type[Cluster], kwargs: dict[str, Any]) -> Cluster:
+def _start_cluster(stack: ExitStack, cluster_class: type[Cluster], kwargs: dict[str, Any],
+                   warm: Sequence[str] = ()) -> Cluster:
     """Start the cluster, to be closed with ``stack``, and warm its workers (``warm``)."""
     name = cluster_class.__name__
     try:
@@ -134,12 +136,13 @@ def _start_cluster(stack: ExitStack, cluster_class: type[Cluster], kwargs: dict[
     except Exception as exc:
         raise StartupError(f"the local Dask cluster ({name}) did not start ({_why(exc)}). "
                            "Fix: see the worker errors above, or set dask_address to a running Dask scheduler") from exc
+    modules = ", ".join(warm) or "iqaflow"
     try:
         with Client(cluster, set_as_default=False) as client:
-            client.register_plugin(WarmWorker())  # returns once every worker ran its setup; new ones run it too
+            client.register_plugin(WarmWorker(warm))  # returns once every worker ran its setup; new ones run it too
     except Exception as exc:
         raise StartupError(f"the workers of the local Dask cluster ({name}) could not import the flow's modules "
-                           f"({_why(exc)}). Fix: run `python -c 'import iqaflow.flows.score'` to see why") from exc
+                           f"({_why(exc)}). Fix: run `python -c 'import {modules}'` to see why") from exc
     return cluster
 
 

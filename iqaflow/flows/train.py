@@ -8,10 +8,10 @@ import torch
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from iqaflow.config.train import TrainConfig
 from iqaflow.models.device import resolve_device
-from iqaflow.tasks import track
-from iqaflow.tasks import train as t
-from iqaflow.train_config import TrainConfig
+from iqaflow.tasks.learn import train as t
+from iqaflow.tasks.report import track
 
 _opts: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
 load_pristine_task = task(t.load_pristine, name="load-pristine", **_opts)

@@ -8,8 +8,8 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from iqaflow.default_nr_classic_config import DefaultNrRecipe
-from iqaflow.tasks import default_nr_classic as t
+from iqaflow.config.default_nr_classic import DefaultNrRecipe
+from iqaflow.tasks.learn import default_nr_classic as t
 
 RECIPE = "configs/default_nr_classic.yaml"
 _opts: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}

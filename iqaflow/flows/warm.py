@@ -7,6 +7,8 @@ configured for Dask (``distributed.worker.preload``).
 from __future__ import annotations
 
 import gc
+from collections.abc import Sequence
+from importlib import import_module
 from typing import Any
 
 from distributed import WorkerPlugin
@@ -15,6 +17,11 @@ from distributed import WorkerPlugin
 class WarmWorker(WorkerPlugin):
     name = "iqaflow-warm-worker"
 
+    def __init__(self, modules: Sequence[str] = ()) -> None:
+        # Named by the flow that starts the cluster (its own module), so this plugin does not import
+        # the flows that use it.
+        self.modules = tuple(modules)
+
     def setup(self, worker: Any) -> None:
         """Import what the first shard task needs, while the Prefect API server starts.
 
@@ -22,7 +29,8 @@ class WarmWorker(WorkerPlugin):
         registry's scorer modules (scipy: ~0.3 s; no weights are loaded). Otherwise the first
         shard of each worker pays for them, after the API server is up.
         """
-        import iqaflow.flows.score  # noqa: F401  - the import is the point
+        for module in self.modules:
+            import_module(module)
         from iqaflow.models.registry import all_scorers
 
         all_scorers()  # imports the built-in scorer modules and plug-ins, as the first scorer lookup would

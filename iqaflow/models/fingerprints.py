@@ -29,9 +29,11 @@ import cv2
 import numpy as np
 
 from iqaflow.models.colour import to_unit_float
+from iqaflow.schemas.duplicates import NEAR_RULE
+
+__all__ = ["NEAR_RULE", "fingerprints"]  # the near rule lives with the gate file's duplicates section
 
 HASH_BITS = 64
-NEAR_RULE: dict[str, int] = {"phash": 14, "dhash": 17}
 NEAR_BAND = "phash"
 _BASE = 64  # side of the luma image every perceptual hash is computed from
 _DCT_N, _DCT_K = 32, 8  # pHash: 32x32 image, its 8x8 lowest DCT frequencies

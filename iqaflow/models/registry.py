@@ -34,16 +34,16 @@ def register(cls: type[Scorer]) -> type[Scorer]:
 
 # Modules whose import registers the built-in scorers (their @register decorators run).
 _BUILTIN_MODULES: tuple[str, ...] = (
-    "iqaflow.models.classical_nr",
-    "iqaflow.models.classical_nr_extra",
+    "iqaflow.models.classical.nr",
+    "iqaflow.models.classical.nr_extra",
     "iqaflow.models.hygiene",
-    "iqaflow.models.nss_scorers",
-    "iqaflow.models.default_nr",
-    "iqaflow.models.default_nr_classic",
-    "iqaflow.models.deep_zoo",
-    "iqaflow.models.classical_fr",
+    "iqaflow.models.classical.nss_scorers",
+    "iqaflow.models.deep.default_nr",
+    "iqaflow.models.classical.default_nr_classic",
+    "iqaflow.models.deep.zoo",
+    "iqaflow.models.classical.fr",
     "iqaflow.models.medical",
-    "iqaflow.models.print_defects",
+    "iqaflow.models.printing.lines",
 )
 
 
@@ -77,7 +77,7 @@ def all_scorers() -> dict[str, type[Scorer]]:
 # "mlflow:models:/name/1". The module's ``resolve(name, registry_uri) -> type[Scorer]`` fetches and
 # builds them. It is named by string and imported lazily (a deliberate, documented exception to the
 # layering) so that this package never imports a tracking client itself.
-_RESOLVERS: dict[str, str] = {"mlflow:": "iqaflow.tasks.mlflow_models"}
+_RESOLVERS: dict[str, str] = {"mlflow:": "iqaflow.tasks.learn.mlflow_models"}
 _resolved: dict[tuple[str, str | None], type[Scorer]] = {}
 _resolver_lock = threading.Lock()
 _model_registry_uri: str | None = None

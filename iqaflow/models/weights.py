@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal
 import fsspec
 
 from iqaflow.errors import WeightsError
-from iqaflow.models.base import ScorerInfo, WeightSpec
+from iqaflow.models.info import ScorerInfo, WeightSpec
 
 ENV_STORE = "IQAFLOW_WEIGHTS"
 ENV_DOWNLOAD_URL = "IQAFLOW_WEIGHTS_URL"

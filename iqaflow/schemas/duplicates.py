@@ -16,13 +16,14 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from iqaflow.models.fingerprints import NEAR_RULE
 from iqaflow.schemas.results import Col
 
 PIXELS = "pixels"  # width x height of the original image (the pass derives it)
 _LARGEST = {PIXELS, Col.MEGAPIXELS, Col.BYTES, Col.BIT_DEPTH, Col.WIDTH, Col.HEIGHT}
 _SMALLEST = {Col.URI, Col.IMAGE_ID}
 HASH_COLUMNS = (Col.PHASH, Col.DHASH)
+# The default near-duplicate rule, measured on labelled variants (iqaflow.models.fingerprints' docstring).
+NEAR_RULE: dict[str, int] = {"phash": 14, "dhash": 17}
 
 
 class DuplicatePolicy(BaseModel):

@@ -1,8 +1,8 @@
 """Compile a gate file's collection gates into Great Expectations expectation configurations.
 
-Plain data (type, kwargs, meta) so this module needs no GX import; ``iqaflow.tasks.gate`` turns
+Plain data (type, kwargs, meta) so this module needs no GX import; ``iqaflow.tasks.gates.gate`` turns
 the list into a GX ``ExpectationSuite``. Drift gates compare two runs and are computed beside GX
-(see ``iqaflow.tasks.gate.drift_distance``), so they compile to nothing here.
+(see ``iqaflow.tasks.gates.gate.drift_distance``), so they compile to nothing here.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from iqaflow.tasks.collection.dedup import group_table, input_columns
 from iqaflow.tasks.collection.index import IndexFile, join_new
 from iqaflow.tasks.collection.lsh import plan_bands
 from iqaflow.tasks.collection.size import size_columns
-from iqaflow.tasks.storage import atomic_write, join, open_fs
+from iqaflow.tasks.io.storage import atomic_write, join, open_fs
 
 INDEX_FILE = ("dedup", "index.parquet")
 TARGET_MISS = 1e-3  # chance that LSH misses a pair at exactly the rule's radius (lsh.plan_bands)

@@ -1,0 +1,1 @@
+"""Print audits: registering scans to their masters, defects of a printed page."""

@@ -1,0 +1,1 @@
+"""Gate decisions, Great Expectations suites, learning rules from labels, routing actions."""

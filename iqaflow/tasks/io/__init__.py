@@ -1,0 +1,1 @@
+"""Listing, manifests, shard plans, reading bytes, storage and atomic commits."""

@@ -1,0 +1,1 @@
+"""Training, evaluation, the default scorer's recipe, MLflow model registry, official parity."""

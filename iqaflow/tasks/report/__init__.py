@@ -1,0 +1,1 @@
+"""What a run leaves for people: HTML report, plots, print job report, summary, MLflow record."""
