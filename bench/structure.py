@@ -20,7 +20,8 @@ def main() -> None:
         print("  circle:", " <-> ".join(c))
     print(f"\n{'folder':34s} {'alone':>7s} {'share':>6s} {'with sub-folders':>17s} {'share':>6s}")
     for folder in sorted(deep):
-        print(f"{folder:34s} {alone[folder]:7d} {alone[folder] / total:6.1%} {deep[folder]:17d} {deep[folder] / total:6.1%}")
+        a, d = alone[folder], deep[folder]
+        print(f"{folder:34s} {a:7d} {a / total:6.1%} {d:17d} {d / total:6.1%}")
     big = sorted(((g.lines(m), m) for m in g.files if g.lines(m) > 400), reverse=True)
     print("\nmodules over 400 lines:", ", ".join(f"{m} ({n})" for n, m in big) or "none")
 

@@ -9,6 +9,7 @@ by the true homography (px of the scan); ECC must stay below 1 px, the feature-o
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -139,6 +140,22 @@ def job(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def _ssim_gates(folder: Path) -> Path:
+    """Gates on local SSIM and the streak detector (the audit before print inspection, still supported)."""
+    path = folder / "ssim_gates.yaml"
+    path.write_text("""version: 1
+name: print_audit_ssim
+image_rules:
+  - {name: matched, require: error_code is null, outcome: reject, reason: no_master_or_unregistered}
+  - {name: structure, require: ssim >= 0.8, outcome: reject, reason: low_ssim}
+  - {name: local_defect, require: ssim_worst >= 0.5, outcome: reject, reason: local_defect}
+  - {name: no_streaks, require: streaks < 8, outcome: reject, reason: streak}
+  - {name: no_banding, require: banding < 8, outcome: flag, reason: banding}
+collection: {on_fail: fail, gates: [{type: reject_rate, max: 0.1}]}
+""")
+    return path
+
+
 @pytest.mark.slow
 def test_print_job_flow_registers_localises_and_reports(prefect_api: None, job: Path, tmp_path: Path) -> None:
     from iqaflow.config.run import build_config
@@ -148,8 +165,7 @@ def test_print_job_flow_registers_localises_and_reports(prefect_api: None, job: 
     cfg = build_config({
         "source": str(job / "scans"), "reference_root": str(job / "masters"), "out": str(tmp_path / "out"),
         "models": ["ssim", "ssim_worst", "streaks"], "align": "ecc", "heatmap_below": 0.3, "workers": 1,
-        "track": False, "gates": str(Path(__file__).resolve().parent.parent / "examples" /
-                                     "print_audit_registered.yaml"),
+        "track": False, "gates": str(_ssim_gates(tmp_path)),
     })
     try:
         run_score(cfg)
@@ -184,7 +200,8 @@ def test_example_run_configs_validate(monkeypatch: pytest.MonkeyPatch) -> None:
     repo = Path(__file__).resolve().parent.parent
     monkeypatch.chdir(repo)
     printing = load_config(repo / "examples" / "print_audit_run.yaml", {})
-    assert printing.align == "ecc" and "streaks" in printing.fr_models()
+    assert printing.align == "ecc" and printing.print_inspect and printing.fr_models()
+    assert {"defect_count", "defect_worst_type", "delta_e_p95"} <= set(printing.outputs())
     medical = load_config(repo / "examples" / "medical_intake_run.yaml", {})
     assert medical.sniff_extensionless and medical.phi_safe and medical.volume_slices == 8
 
@@ -195,3 +212,65 @@ def test_align_without_a_full_reference_model_is_a_config_error(tmp_path: Path) 
 
     with pytest.raises(ConfigError, match=r"align compare.*no full-reference model.*Fix"):
         build_config({"source": str(tmp_path), "models": ["sharpness"], "align": "ecc"})
+
+
+@pytest.mark.slow
+def test_print_inspection_flow_finds_defects_gates_and_reports(prefect_api: None, tmp_path: Path) -> None:
+    """Simulated pages (iqaflow.evaluation.print_sim, A6 at 150 dpi) through the whole flow with the example gate
+    file: the clean page passes; a void, a streak and a colour shift are rejected with their type as the reason and
+    located within 1 mm in the defects table; a wrong page keeps its registration error and is named."""
+    from iqaflow.config.run import build_config
+    from iqaflow.errors import GateFailed
+    from iqaflow.evaluation.print_sim import mm_px, simulate_page
+    from iqaflow.flows.score import run_score
+
+    truth = {}
+    for d in ("masters", "scans"):
+        (tmp_path / d).mkdir()
+    for name, defects in (("clean", ()), ("void", ("void",)), ("streak", ("streak",)),
+                          ("colour", ("colour_shift",)), ("wrong", ("wrong_page",))):
+        page = simulate_page(name, 40 + len(truth), 150, defects, size_mm=(105, 148))
+        cv2.imwrite(str(tmp_path / "masters" / f"{name}.png"), page.master[:, :, ::-1])  # no dpi in the file
+        cv2.imwrite(str(tmp_path / "scans" / f"{name}.jpg"), page.scan[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
+        truth[name] = page.truth.defects
+    repo = Path(__file__).resolve().parent.parent
+    cfg = build_config({
+        "source": str(tmp_path / "scans"), "reference_root": str(tmp_path / "masters"), "out": str(tmp_path / "out"),
+        "models": ["ssim"], "align": "ecc", "print_inspect": True, "print_dpi": 150, "workers": 1, "track": False,
+        "gates": str(repo / "examples" / "print_audit_registered.yaml"),
+    })
+    with pytest.raises(GateFailed):  # 4 of 5 pages rejected: the job's reject-rate gate fails after the reports
+        run_score(cfg)
+    run = next((tmp_path / "out" / "runs").iterdir())
+    rows = {Path(r[Col.URI]).stem: r for r in pq.read_table(run / "results").to_pylist()}
+    assert rows["clean"][Col.GATE_STATUS] == "pass" and rows["clean"][Col.DEFECT_COUNT] == 0
+    assert rows["clean"][Col.DELTA_E_P95] < 3 and rows["clean"][Col.HEATMAP_URI] is None
+    for name, kind in (("void", "void"), ("streak", "streak"), ("colour", "colour_shift")):
+        r = rows[name]
+        assert r[Col.GATE_STATUS] == "reject" and r[Col.DEFECT_WORST_TYPE] == kind, r
+        assert (f"defect:{kind}" in r[Col.GATE_REASONS]) or (kind == "colour_shift" and "colour_shift" in
+                                                             r[Col.GATE_REASONS])
+        assert Path(r[Col.HEATMAP_URI]).is_file()
+    assert rows["colour"][Col.DELTA_E_P95] >= 2.5
+    wrong = rows["wrong"]
+    assert wrong[Col.ERROR_CODE] == ErrorCode.REGISTRATION_FAILED.value and wrong[Col.DEFECT_WORST_TYPE] == "wrong_page"
+    assert wrong[Col.ERROR_MESSAGE].startswith("wrong_page")
+    defects = pq.read_table(run / "defects").to_pylist()
+    assert {d[Col.IMAGE_ID] for d in defects} == {rows[n][Col.IMAGE_ID] for n in ("void", "streak", "colour", "wrong")}
+    tol = mm_px(1.0, 150)
+    for name in ("void", "streak"):
+        (t,) = truth[name]
+        found = [d for d in defects if d[Col.IMAGE_ID] == rows[name][Col.IMAGE_ID] and d["type"] == name]
+        x, y, w, h = t.bbox
+        # Across a streak (and around a void) the box is within 1 mm of the truth; along a streak it lies on it (a
+        # lighter streak shows only where there is ink, so its pieces follow the page's content).
+        along = lambda d, y=y, h=h: d["y"] >= y - tol and d["y"] + d["h"] <= y + h + tol and d["h"] >= 10 * tol  # noqa: E731
+        assert any(abs(d["x"] - x) <= tol and abs(d["x"] + d["w"] - x - w) <= tol and (
+            along(d) if name == "streak" else abs(d["y"] - y) <= tol and abs(d["y"] + d["h"] - y - h) <= tol)
+            for d in found), (t.bbox, found)
+        if name == "void":
+            assert any(abs(d["area_mm2"] - t.area_mm2) <= 0.3 * t.area_mm2 for d in found), (t.area_mm2, found)
+    report = (run / "print_report.html").read_text()
+    assert "1 of 5 pages pass" in report and "void at x" in report and "streak at x" in report
+    pages = {Path(p["uri"]).stem: p for p in json.loads((run / "print_report.json").read_text())}
+    assert not pages["clean"]["defects"] and "void" in {d["type"] for d in pages["void"]["defects"]}

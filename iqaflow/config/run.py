@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from iqaflow.config import load as config_io
 from iqaflow.errors import ConfigError, UnknownScorerError
-from iqaflow.schemas.results import SCHEMA_VERSION
+from iqaflow.schemas.results import PRINT_COLUMNS, SCHEMA_VERSION
 
 DEFAULT_MODELS = ["iqaflow_nr", "sharpness", "exposure", "noise"]
 MEDICAL_EXTENSIONS = [".dcm", ".nii", ".nii.gz"]
@@ -35,6 +35,8 @@ _FIX_HINTS: dict[str, str] = {
     "mlflow_tracking_uri": "use an MLflow tracking URI such as sqlite:///path/mlflow.db or http://host:5000",
     "align": "use none, homography (features + RANSAC) or ecc (plus sub-pixel ECC refinement)",
     "heatmap_below": "use a local SSIM in [-1, 1] such as 0.5, or leave it unset for no heatmaps",
+    "print_inspect": "use true (defects of each scan against its master) or false",
+    "print_dpi": "use the masters' resolution in dots per inch, e.g. 300, or leave it unset to read each master's",
     "volume_slices": "use how many slices of a volume to score, 1 for the middle slice only",
     "volume_reduce": "use mean or worst",
     "max_decode_pixels": "use a pixel count of at least 65536 (256x256), e.g. 36000000 for 36 MP, or null to "
@@ -85,6 +87,15 @@ class RunConfig(BaseModel):
     heatmap_below: float | None = Field(
         None, ge=-1.0, le=1.0, description="write a defect heatmap PNG (runs/RUN_ID/heatmaps/IMAGE_ID.png) for "
         "image/reference pairs whose worst region's local SSIM (as ssim_worst) is below this"
+    )
+    print_inspect: bool = Field(
+        False, description="print audits: find defects of each registered scan against its master (voids, spots, "
+        "streaks, bands, smears, colour shifts, misregistered planes, blurred text, wrong or missing pages); adds the "
+        "defect_* and delta_e_* columns, runs/RUN_ID/defects/*.parquet (one row per defect) and heatmaps"
+    )
+    print_dpi: float | None = Field(
+        None, gt=0, le=4800, description="resolution of the masters for defect areas in mm2; default: each master "
+        "file's own dpi"
     )
     volume_slices: int = Field(
         8, ge=1, le=512, description="volumes and multi-frame files: NR scores aggregate this many slices (1: middle)"
@@ -173,8 +184,8 @@ class RunConfig(BaseModel):
 
     @model_validator(mode="after")
     def _print_options_need_references(self) -> RunConfig:
-        asked = [k for k, on in (("align", self.align != "none"), ("heatmap_below", self.heatmap_below is not None))
-                 if on]
+        asked = [k for k, on in (("align", self.align != "none"), ("heatmap_below", self.heatmap_below is not None),
+                                 ("print_inspect", self.print_inspect)) if on]
         if asked and not self.fr_models():
             raise ValueError(
                 f"{' and '.join(asked)} compare images with references, but no full-reference model is listed. "
@@ -204,7 +215,8 @@ class RunConfig(BaseModel):
         """Score columns of this run, in results order."""
         from iqaflow.models.registry import scorer_info
 
-        return [o for m in self.models for o in scorer_info(m).outputs]
+        scored = [o for m in self.models for o in scorer_info(m).outputs]
+        return [*scored, *PRINT_COLUMNS] if self.print_inspect else scored
 
     def fr_models(self) -> list[str]:
         """The requested scorers that compare against a reference image."""
@@ -248,7 +260,8 @@ class RunConfig(BaseModel):
         if self.reference_root is not None:  # only when set, so runs without references keep their shard ids
             payload["reference_root"] = self.reference_root
         defaults = type(self).model_fields
-        for key in ("align", "volume_slices", "volume_reduce", "phi_safe", "max_decode_pixels"):  # only when changed
+        for key in ("align", "volume_slices", "volume_reduce", "phi_safe", "max_decode_pixels", "print_inspect",
+                    "print_dpi"):  # only when changed
             if getattr(self, key) != defaults[key].default:
                 payload[key] = getattr(self, key)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

@@ -126,7 +126,7 @@ def score_flow(config: RunConfig) -> summary.RunSummary:
         if config.gates:  # relative rules, collection gates and routing need the whole run
             report = gate_flow(layout.results_dir, config.gates, config.baseline, config.apply_routing)
     finally:  # a run whose collection gates failed is reported and recorded too
-        if config.align != "none" or config.heatmap_below is not None:
+        if config.align != "none" or config.heatmap_below is not None or config.print_inspect:
             _print_report(layout, config.heatmap_below)
         html = _report(layout)
         if config.track:
@@ -146,7 +146,9 @@ def _domain(config: RunConfig, layout: RunLayout) -> score_domain.DomainSettings
     return score_domain.DomainSettings(
         volume_slices=config.volume_slices, volume_reduce=config.volume_reduce, phi_safe=config.phi_safe,
         phi_key_home=config.out, align=config.align, heatmap_below=config.heatmap_below,
-        heatmap_dir=layout.heatmaps if config.heatmap_below is not None else None,
+        heatmap_dir=layout.heatmaps if config.heatmap_below is not None or config.print_inspect else None,
+        print_inspect=config.print_inspect, print_dpi=config.print_dpi,
+        defects_dir=layout.defects if config.print_inspect else None,
     )
 
 

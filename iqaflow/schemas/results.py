@@ -48,7 +48,14 @@ class Col:
     ALIGN_RMSE = "align_rmse"  # RANSAC reprojection error of the inliers, master pixels
     ALIGN_CORRELATION = "align_correlation"  # ECC correlation coefficient after refinement
     ALIGN_OVERLAP = "align_overlap"  # fraction of the master's area covered by the scan
-    HEATMAP_URI = "heatmap_uri"  # PNG of the local-SSIM defect map, written for pages below the threshold
+    HEATMAP_URI = "heatmap_uri"  # PNG of the page's defect map (print inspection, or local SSIM below the threshold)
+    # Print inspection (run config print_inspect: true; iqaflow.models.printing.defects), per page.
+    DEFECT_COUNT = "defect_count"  # defects found on the page (0: clean)
+    DEFECT_WORST_TYPE = "defect_worst_type"  # void, spot, streak, band, smear, colour_shift, ... (null: none)
+    DEFECT_WORST_AREA_MM2 = "defect_worst_area_mm2"  # the worst defect's area, mm2 at the master's dpi
+    DEFECT_WORST_SEVERITY = "defect_worst_severity"  # its peak residual in noise sigmas (colour: its ΔE2000)
+    DELTA_E_P95 = "delta_e_p95"  # CIEDE2000 of the scan against the master over inked regions: 95th percentile
+    DELTA_E_MAX = "delta_e_max"  # ... and the worst 1 mm region
     # Scored pixels' width / the original width: 1.0, or < 1 when a huge image was downscaled to the run's
     # max_decode_pixels before scoring (width and height stay the original size).
     DECODE_SCALE = "decode_scale"
@@ -145,6 +152,32 @@ _BASE_FIELDS: tuple[pa.Field, ...] = (
 
 BASE_COLUMNS: frozenset[str] = frozenset(f.name for f in _BASE_FIELDS)
 
+# Print inspection's page columns: outputs of a run with print_inspect (after the scorer columns).
+PRINT_FIELDS: tuple[pa.Field, ...] = (
+    pa.field(Col.DEFECT_COUNT, pa.int32()),
+    pa.field(Col.DEFECT_WORST_TYPE, pa.string()),
+    pa.field(Col.DEFECT_WORST_AREA_MM2, pa.float32()),
+    pa.field(Col.DEFECT_WORST_SEVERITY, pa.float32()),
+    pa.field(Col.DELTA_E_P95, pa.float32()),
+    pa.field(Col.DELTA_E_MAX, pa.float32()),
+)
+PRINT_COLUMNS: tuple[str, ...] = tuple(f.name for f in PRINT_FIELDS)
+_PRINT_BY_NAME = {f.name: f for f in PRINT_FIELDS}
+
+# One row per defect of a print inspection, in runs/RUN_ID/defects/SHARD_ID.parquet, linked by image_id.
+DEFECTS_SCHEMA = pa.schema([
+    pa.field(Col.IMAGE_ID, pa.string(), nullable=False),
+    pa.field(Col.URI, pa.string(), nullable=False),
+    pa.field("type", pa.string(), nullable=False),
+    pa.field("x", pa.int32()),  # bounding box in the master's pixels
+    pa.field("y", pa.int32()),
+    pa.field("w", pa.int32()),
+    pa.field("h", pa.int32()),
+    pa.field("area_mm2", pa.float32()),
+    pa.field("severity", pa.float32()),
+    pa.field("density_change", pa.float32()),  # % of full scale, + darker than expected (colour: ΔE; planes: mm)
+])
+
 # Added after the scorer columns by the collection pass (before the gate columns).
 COLLECTION_FIELDS: tuple[pa.Field, ...] = (
     pa.field(Col.DUP_GROUP, pa.int64()),
@@ -166,9 +199,13 @@ GATE_COLUMNS: frozenset[str] = frozenset(f.name for f in GATE_FIELDS)
 
 
 def scorer_columns(outputs: Iterable[str]) -> list[pa.Field]:
-    """One nullable float64 column per scorer output (null where the image could not be scored)."""
+    """One nullable float64 column per scorer output (null where the image could not be scored); print
+    inspection's page columns keep their own types."""
     fields = []
     for name in outputs:
+        if name in _PRINT_BY_NAME:
+            fields.append(_PRINT_BY_NAME[name])
+            continue
         if name in BASE_COLUMNS or name in GATE_COLUMNS or name in COLLECTION_COLUMNS:
             raise ValueError(f"scorer output {name!r} clashes with a fixed results column")
         fields.append(pa.field(name, pa.float64()))

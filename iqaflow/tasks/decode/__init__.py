@@ -260,7 +260,17 @@ def decode(data: bytes, max_frames: int = 1, max_pixels: int | None = DEFAULT_MA
         mode=mode,
         bit_depth=_BIT_DEPTH.get(mode, 8),
         scale=pixels.shape[1] / width,
+        dpi=_dpi(img.info.get("dpi")),
     )
+
+
+def _dpi(value: object) -> float | None:
+    """Pillow's ``info["dpi"]`` (x, y) as one number; None when absent or not positive."""
+    try:
+        x = float(value[0])  # type: ignore[index]
+    except (TypeError, ValueError, IndexError):
+        return None
+    return round(x, 1) if x > 0 else None  # PNG stores dots per metre: 150 dpi reads back 150.0124
 
 
 _NIFTI_MAGIC = {(348, 344): (b"n+1\x00", b"ni1\x00"), (540, 4): (b"n+2\x00", b"ni2\x00")}

@@ -38,6 +38,7 @@ class Decoded:
     # pixels' width / the original width: 1.0 unless the image was downscaled to max_pixels (width and
     # height above are always the original, displayed size).
     scale: float = 1.0
+    dpi: float | None = None  # horizontal resolution the file declares (PNG pHYs, JPEG JFIF/EXIF, TIFF), if any
 
 
 def slice_indices(n: int, k: int) -> list[int]:

@@ -44,5 +44,9 @@ class RunLayout:
         return join(self.root, "heatmaps")
 
     @property
+    def defects(self) -> str:
+        return join(self.root, "defects")
+
+    @property
     def config_file(self) -> str:
         return join(self.root, "config.json")

@@ -4,7 +4,9 @@ One self-contained HTML file (heatmaps inline as PNG data URIs, no scripts, ever
 beside the run's results, for the operator at the press. A page passes when it was scored
 without error and, with a gate file, its gate status is ``pass``; without one, when no heatmap
 was written for it (its worst region's local SSIM is at or above ``heatmap_below``). Pages are ranked worst
-first by ``ssim_worst``, else ``ssim``, else the streak score.
+first by the print inspection's defect count, else ``ssim_worst``, else ``ssim``, else the streak score. With
+print inspection each failing page lists its defects (type, place, area in mm2, severity) from the run's
+defects table.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from iqaflow.tasks.io.storage import atomic_write, open_fs
 
 REPORT_NAME = "print_report.html"
 WORST = 12
-_RANK = (("ssim_worst", True), ("ssim", True), ("streaks", False))
-_SHOWN = ("ssim", "ssim_worst", "psnr", "streaks", "banding", Col.ALIGN_CORRELATION, Col.ALIGN_RMSE)
+_RANK = ((Col.DEFECT_COUNT, False), ("ssim_worst", True), ("ssim", True), ("streaks", False))
+_SHOWN = (Col.DEFECT_COUNT, Col.DEFECT_WORST_TYPE, Col.DEFECT_WORST_AREA_MM2, Col.DELTA_E_P95, "ssim", "ssim_worst",
+          "psnr", "streaks", "banding", Col.ALIGN_CORRELATION, Col.ALIGN_RMSE)
 _BOXES = (("ssim_worst", "worst region"), ("streak", "streak"), ("banding", "band"))
 
 
@@ -33,6 +36,27 @@ def _rows(results_dir: str) -> list[dict[str, Any]]:
     if not files:
         raise FileNotFoundError(f"no results in {results_dir!r}; expected part files of a scoring run")
     return ds.dataset(files, format="parquet", filesystem=fs).to_table().to_pylist()
+
+
+def _defects(results_dir: str) -> dict[str, list[dict[str, Any]]]:
+    """The run's defect rows by image id (``runs/RUN_ID/defects``, beside the results); empty without inspection."""
+    fs, path = open_fs(results_dir.rstrip("/").rsplit("/", 1)[0] + "/defects")
+    files = sorted(f for f in fs.find(path) if f.endswith(".parquet")) if fs.exists(path) else []
+    out: dict[str, list[dict[str, Any]]] = {}
+    if files:
+        for d in ds.dataset(files, format="parquet", filesystem=fs).to_table().to_pylist():
+            out.setdefault(d[Col.IMAGE_ID], []).append(d)
+    return out
+
+
+def _defect_list(defects: list[dict[str, Any]]) -> str:
+    if not defects:
+        return ""
+    items = "".join(
+        f"<li>{html.escape(d['type'])} at x {d['x']}, y {d['y']} ({d['w']}x{d['h']} px): "
+        f"{d['area_mm2']:.1f} mm2, severity {d['severity']:.3g}</li>"
+        for d in sorted(defects, key=lambda d: -d["severity"]))
+    return f"<ul>{items}</ul>"
 
 
 def page_passes(row: dict[str, Any]) -> bool:
@@ -75,7 +99,9 @@ def _heatmap(uri: str | None) -> str:
     return f'<img alt="defect heatmap" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
 
-def render(rows: list[dict[str, Any]], heatmap_below: float | None, worst: int = WORST) -> str:
+def render(rows: list[dict[str, Any]], heatmap_below: float | None, worst: int = WORST,
+           defects: dict[str, list[dict[str, Any]]] | None = None) -> str:
+    defects = defects or {}
     ranked = sorted(rows, key=_rank_key)
     passed = sum(page_passes(r) for r in rows)
     shown = [c for c in _SHOWN if any(r.get(c) is not None for r in rows)]
@@ -89,7 +115,8 @@ def render(rows: list[dict[str, Any]], heatmap_below: float | None, worst: int =
     for r in [r for r in ranked if not page_passes(r)][:worst]:
         scores = ", ".join(f"{c} {_fmt(r.get(c))}" for c in shown if r.get(c) is not None)
         cards.append(f"<section><h3>{html.escape(str(r[Col.URI]))}</h3><p>{html.escape(scores)}</p>"
-                     f"<p>{html.escape(_boxes(r))}</p>{_heatmap(r.get(Col.HEATMAP_URI))}</section>")
+                     f"<p>{html.escape(_boxes(r))}</p>{_defect_list(defects.get(r[Col.IMAGE_ID], []))}"
+                     f"{_heatmap(r.get(Col.HEATMAP_URI))}</section>")
     rule = "a gate or an error"
     if heatmap_below is not None:
         rule = f"worst-region local SSIM below {heatmap_below:g}, a gate or an error"
@@ -108,8 +135,12 @@ def write_print_report(results_dir: str, out: str, heatmap_below: float | None =
     """Write the report (HTML) and its page list (JSON, same name) and return the HTML's location."""
     rows = _rows(results_dir)
     fs, path = open_fs(out)
-    atomic_write(fs, path, render(rows, heatmap_below).encode())
+    defects = _defects(results_dir)
+    atomic_write(fs, path, render(rows, heatmap_below, defects=defects).encode())
     pages = [{"uri": r[Col.URI], "image_id": r[Col.IMAGE_ID], "pass": page_passes(r),
-              "heatmap": r.get(Col.HEATMAP_URI)} for r in sorted(rows, key=_rank_key)]
+              "heatmap": r.get(Col.HEATMAP_URI),
+              "defects": [{k: d[k] for k in ("type", "x", "y", "w", "h", "area_mm2", "severity")}
+                          for d in defects.get(r[Col.IMAGE_ID], [])]}
+             for r in sorted(rows, key=_rank_key)]
     atomic_write(fs, path.rsplit(".", 1)[0] + ".json", json.dumps(pages, indent=1).encode())
     return out

@@ -28,7 +28,7 @@ import numpy as np
 from iqaflow.models.base import Scorer
 from iqaflow.models.classical.fr import region_size, ssim_map, worst_region
 from iqaflow.models.colour import convert
-from iqaflow.models.printing.registration import RegistrationError, align
+from iqaflow.models.printing.registration import RegistrationError, align, overlap_box
 from iqaflow.schemas.results import ErrorCode
 from iqaflow.tasks.io.storage import atomic_write, join, open_fs
 from iqaflow.tasks.score.phi import keyed_id, path_names_patient, resolve_key
@@ -50,6 +50,9 @@ class DomainSettings:
     align: Literal["none", "homography", "ecc"] = "none"
     heatmap_dir: str | None = None
     heatmap_below: float | None = None
+    print_inspect: bool = False  # defects of each scan against its master (print_pages)
+    print_dpi: float | None = None  # the masters' resolution; None: each master file's own
+    defects_dir: str | None = None  # where the shard's defect rows go (runs/RUN_ID/defects)
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class AlignInfo:
     rmse: float
     correlation: float | None
     overlap: float
+    origin: tuple[int, int] = (0, 0)  # (x, y) of the overlap crop in the master's pixels
 
 
 def medical_image_id(uri: str, decoded: Decoded | None, settings: DomainSettings) -> str | None:
@@ -76,7 +80,8 @@ def phi_in_path(uri: str, decoded: Decoded | None, settings: DomainSettings) -> 
 def register_pair(img: Decoded, ref_pixels: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray, AlignInfo]:
     """(scan in the master's frame, master, both cropped to the overlap; what the registration found)."""
     scan, master, reg, overlap = align(img.pixels, ref_pixels, "ecc" if method == "ecc" else "homography")
-    return scan, master, AlignInfo(reg.inliers, reg.rmse, reg.correlation, overlap)
+    x0, y0, _, _ = overlap_box(reg.homography, img.pixels.shape, ref_pixels.shape)
+    return scan, master, AlignInfo(reg.inliers, reg.rmse, reg.correlation, overlap, (x0, y0))
 
 
 def _reduce(values: np.ndarray, mode: str, higher_is_better: bool) -> np.ndarray:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from iqaflow.models.fingerprints import Fingerprints
+from iqaflow.models.printing.defects import Inspection
 from iqaflow.schemas.results import ErrorCode
 from iqaflow.tasks.decode import DEFAULT_MAX_PIXELS, Decoded
 from iqaflow.tasks.io.read import Fetched
@@ -34,6 +35,7 @@ class Row:
     domain: DomainSettings = field(default_factory=DomainSettings)
     align: AlignInfo | None = None
     heatmap_uri: str | None = None
+    inspection: Inspection | None = None  # print inspection of the page against its master
     fingerprint: Fingerprints | None = None  # exact and perceptual hashes of the decoded pixels
     max_pixels: int | None = DEFAULT_MAX_PIXELS  # image and reference alike, so same-size pairs stay the same size
 

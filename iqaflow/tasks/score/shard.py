@@ -28,12 +28,13 @@ from iqaflow.models.fingerprints import fingerprints
 from iqaflow.models.registry import create_scorer, set_model_registry_uri
 from iqaflow.models.weights import configure_store
 from iqaflow.schemas.gates import GateFile
-from iqaflow.schemas.results import Col, ErrorCode, Status, results_schema
+from iqaflow.schemas.results import PRINT_COLUMNS, Col, ErrorCode, Status, results_schema
 from iqaflow.tasks.decode import DEFAULT_MAX_PIXELS, DecodeFailure, decode
 from iqaflow.tasks.gates.decide import apply_image_gates
 from iqaflow.tasks.io.plan import ShardPlan, read_shard_members
 from iqaflow.tasks.io.read import Fetched, prefetch
 from iqaflow.tasks.io.storage import atomic_write, open_fs
+from iqaflow.tasks.score import print_pages
 from iqaflow.tasks.score.domain import (
     DomainSettings,
     align_row,
@@ -146,6 +147,8 @@ def _decode_reference(row: Row) -> None:
         return
     if row.domain.align != "none":
         align_row(row, decoded.pixels, row.domain)
+        if row.domain.print_inspect:
+            print_pages.inspect_row(row, decoded.dpi, decoded.pixels, row.domain)
         return
     if (decoded.width, decoded.height) != (img.width, img.height):
         row.fail(ErrorCode.SIZE_MISMATCH, f"image is {img.width}x{img.height} but {where} is "
@@ -158,6 +161,8 @@ def _decode_reference(row: Row) -> None:
                  f"{decoded.pixels.shape[0]} pixels (downscaled to max_decode_pixels differently)")
         return
     row.ref_pixels = decoded.pixels
+    if row.domain.print_inspect:
+        print_pages.inspect_row(row, decoded.dpi, decoded.pixels, row.domain)
 
 
 def _reference_pairs(
@@ -280,7 +285,11 @@ def _to_table(rows: list[Row], outputs: list[str], sid: str) -> pa.Table:
         cols[Col.READ_MS].append(r.fetched.read_ms)
         cols[Col.DECODE_MS].append(r.decode_ms)
         cols[Col.SCORE_MS].append(r.score_ms)
+        page = print_pages.page_columns(r.inspection)
         for name in outputs:
+            if name in page:
+                cols[name].append(page[name])
+                continue
             v = r.scores.get(name)
             cols[name].append(None if v is None or not np.isfinite(v) else v)
     return pa.table(cols, schema=schema)
@@ -298,9 +307,10 @@ def score_members(
     domain = domain or DomainSettings()
     tensor_path = TensorPath.for_shard(gpu_decode, scorers, domain, max_pixels,  # larger: the CPU path downscales
                                       mapper=_decode_pool().map)
-    outputs = [o for s in scorers for o in s.info.outputs]
+    outputs = [o for s in scorers for o in s.info.outputs] + (list(PRINT_COLUMNS) if domain.print_inspect else [])
     rows: list[Row] = []
-    with_references = any(s.info.kind == "fr" for s in scorers)
+    defects: list[dict] = []
+    with_references = any(s.info.kind == "fr" for s in scorers) or domain.print_inspect
     for chunk in _batched(_fetch_pairs(uris, references, window, with_references), batch_size):
         batch = [Row(f.uri, ref, f, needs_reference=with_references, ref_fetched=rf, domain=domain,
                       max_pixels=max_pixels) for f, ref, rf in chunk]
@@ -309,13 +319,20 @@ def score_members(
         list(_decode_pool().map(_decode_row, rest))
         _score_batch(rest, scorers)
         score_slices(batch, scorers, domain)
-        write_heatmaps(batch, [_row_id(r) for r in batch], domain)
+        ids = [_row_id(r) for r in batch]
+        if domain.print_inspect:
+            print_pages.write_heatmaps(batch, ids, domain)
+            defects += print_pages.defect_rows(batch, ids)
+        else:
+            write_heatmaps(batch, ids, domain)
         for r in batch:
             if r.decoded is not None:
                 r.decoded.pixels = _FREED  # keep the metadata, free the pixels once the batch is scored
                 r.decoded.frames = None
             r.ref_fetched, r.ref_pixels, r.ref_converted = None, None, {}
         rows.extend(batch)
+    if domain.print_inspect:
+        print_pages.write_defects(defects, domain, sid)
     return _to_table(rows, outputs, sid)
 
 
