@@ -18,7 +18,7 @@ defect heatmaps. ``tasks.score`` calls these at fixed points; they read and fill
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -129,29 +129,45 @@ def heatmap_png(scan: np.ndarray, master: np.ndarray) -> tuple[bytes, float]:
     scale = min(1.0, HEATMAP_MAX_SIDE / max(out.shape[:2]))
     if scale < 1.0:
         out = cv2.resize(out, (round(out.shape[1] * scale), round(out.shape[0] * scale)), interpolation=cv2.INTER_AREA)
-    ok, buf = cv2.imencode(".png", out)
+    return encode_png(out), worst
+
+
+def encode_png(bgr: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", bgr)
     if not ok:
         raise ValueError("PNG encoding of the heatmap failed")
-    return buf.tobytes(), worst
+    return buf.tobytes()
+
+
+def write_pngs(rows: Sequence[Any], ids: Sequence[str], heatmap_dir: str,
+               render: Callable[[Any], bytes | None]) -> None:
+    """Write ``heatmap_dir/IMAGE_ID.png`` for each row ``render`` draws (None: no heatmap for that row) and
+    point the row's ``heatmap_uri`` at it. A heatmap is a by-product: a failure only warns."""
+    fs, folder = open_fs(heatmap_dir)
+    for r, image_id in zip(rows, ids, strict=True):
+        try:
+            png = render(r)
+            if png is None:
+                continue
+            atomic_write(fs, join(folder, f"{image_id}.png"), png)
+            r.heatmap_uri = join(heatmap_dir, f"{image_id}.png")
+        except Exception as exc:
+            log.warning("image %s: heatmap not written (%s: %s)", image_id, type(exc).__name__, exc)
 
 
 def write_heatmaps(rows: Sequence[Any], ids: Sequence[str], settings: DomainSettings) -> None:
     """Write a heatmap for each row with a usable reference whose worst region's SSIM is below the threshold."""
     if settings.heatmap_dir is None or settings.heatmap_below is None:
         return
-    fs, folder = open_fs(settings.heatmap_dir)
-    for r, image_id in zip(rows, ids, strict=True):
+    below = settings.heatmap_below
+
+    def render(r: Any) -> bytes | None:
         if r.decoded is None or r.ref_pixels is None or r.decoded.pixels.shape[:2] != r.ref_pixels.shape[:2]:
-            continue
-        try:
-            png, worst = heatmap_png(r.decoded.pixels, r.ref_pixels)
-            if worst >= settings.heatmap_below:
-                continue
-            path = join(folder, f"{image_id}.png")
-            atomic_write(fs, path, png)
-            r.heatmap_uri = join(settings.heatmap_dir, f"{image_id}.png")
-        except Exception as exc:  # a heatmap is a by-product: the scores stand without it
-            log.warning("image %s: heatmap not written (%s: %s)", image_id, type(exc).__name__, exc)
+            return None
+        png, worst = heatmap_png(r.decoded.pixels, r.ref_pixels)
+        return png if worst < below else None
+
+    write_pngs(rows, ids, settings.heatmap_dir, render)
 
 
 def align_row(row: Any, ref_pixels: np.ndarray, settings: DomainSettings) -> None:

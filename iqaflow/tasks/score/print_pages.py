@@ -9,7 +9,6 @@ run config, else the master file's own dpi, else the page is a ``SCORE_ERROR`` r
 from __future__ import annotations
 
 import io
-import logging
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -19,32 +18,25 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from iqaflow.models.colour import convert
 from iqaflow.models.printing.defects import Inspection, inspect, unregistered
 from iqaflow.schemas.results import DEFECTS_SCHEMA, PRINT_COLUMNS, Col, ErrorCode
 from iqaflow.tasks.io.storage import atomic_write, join, open_fs
-from iqaflow.tasks.score.domain import HEATMAP_MAX_SIDE, DomainSettings
+from iqaflow.tasks.score.domain import HEATMAP_MAX_SIDE, DomainSettings, encode_png, write_pngs
 
-log = logging.getLogger(__name__)
 Z_SHOWN, Z_FULL = 4.0, 12.0  # heatmap: |z| (noise sigmas) where colour starts, and where it saturates
 _COLOURS = {"void": (255, 255, 0), "spot": (0, 255, 255), "streak": (255, 0, 255), "band": (0, 165, 255),
             "colour_shift": (0, 255, 0)}  # BGR; other types draw white
 
 
-def _levels(pixels: np.ndarray) -> np.ndarray:
-    """Decoded pixels (uint8, uint16 or float in [0, 1]) as 8-bit levels, the inspector's unit."""
-    if pixels.dtype == np.uint8:
-        return pixels
-    if pixels.dtype == np.uint16:
-        return (pixels.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
-    return (np.clip(pixels.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def _same_channels(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A gray page against a colour master (or the other way round) is compared in colour."""
-    if a.ndim == b.ndim:
-        return a, b
-    rgb = lambda x: x if x.ndim == 3 else np.repeat(x[..., None], 3, axis=2)  # noqa: E731
-    return rgb(a), rgb(b)
+def _levels(*pixels: np.ndarray) -> list[np.ndarray]:
+    """Decoded pixels as 8-bit levels, the inspector's unit; in colour when any of them is (a gray page
+    against a colour master is compared in colour), alpha dropped."""
+    space = "rgb" if any(p.ndim == 3 and p.shape[2] > 1 for p in pixels) else "gray"
+    ready = (lambda p: p.ndim == 3 and p.shape[2] == 3) if space == "rgb" else (lambda p: p.ndim == 2)
+    # 8-bit pixels already in that space are used as they are: no float copy of a page on the hot path.
+    return [p if p.dtype == np.uint8 and ready(p) else (convert(p, space) * 255.0 + 0.5).astype(np.uint8)
+            for p in pixels]
 
 
 def inspect_row(row: Any, master_dpi: float | None, master_full: np.ndarray, settings: DomainSettings) -> None:
@@ -57,11 +49,11 @@ def inspect_row(row: Any, master_dpi: float | None, master_full: np.ndarray, set
     try:
         if row.ref_pixels is None:  # registration failed: tell a blank scan from another page
             if row.error_code == ErrorCode.REGISTRATION_FAILED.value and row.decoded is not None:
-                scan, master = _same_channels(_levels(row.decoded.pixels), _levels(master_full))
+                scan, master = _levels(row.decoded.pixels, master_full)
                 row.inspection = unregistered(scan, master, dpi)
                 row.error_message = f"{row.inspection.worst_type}: {row.error_message}"[:1000]
             return
-        scan, master = _same_channels(_levels(row.decoded.pixels), _levels(row.ref_pixels))
+        scan, master = _levels(row.decoded.pixels, row.ref_pixels)
         origin = row.align.origin if row.align is not None else (0, 0)
         row.inspection = inspect(scan, master, dpi, origin)
     except Exception as exc:  # one page's failure is its own row, never the shard's
@@ -125,23 +117,18 @@ def heatmap_png(master: np.ndarray, inspection: Inspection, origin: tuple[int, i
         cv2.rectangle(out, (x0, y0), (max(x0 + 1, x1), max(y0 + 1, y1)), colour, 2)
         cv2.putText(out, f"{d.type} {d.area_mm2:.1f}mm2", (x0, max(12, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
                     colour, 1, cv2.LINE_AA)
-    ok, buf = cv2.imencode(".png", out)
-    if not ok:
-        raise ValueError("PNG encoding of the heatmap failed")
-    return buf.tobytes()
+    return encode_png(out)
 
 
 def write_heatmaps(rows: Sequence[Any], ids: Sequence[str], settings: DomainSettings) -> None:
     """A heatmap for every inspected page with a defect (before the batch's pixels are freed)."""
     if settings.heatmap_dir is None:
         return
-    fs, folder = open_fs(settings.heatmap_dir)
-    for r, image_id in zip(rows, ids, strict=True):
+
+    def render(r: Any) -> bytes | None:
         if r.inspection is None or not r.inspection.defect_count or r.ref_pixels is None:
-            continue
-        try:
-            origin = r.align.origin if r.align is not None else (0, 0)
-            atomic_write(fs, join(folder, f"{image_id}.png"), heatmap_png(_levels(r.ref_pixels), r.inspection, origin))
-            r.heatmap_uri = join(settings.heatmap_dir, f"{image_id}.png")
-        except Exception as exc:  # a heatmap is a by-product: the columns and defect rows stand without it
-            log.warning("image %s: heatmap not written (%s: %s)", image_id, type(exc).__name__, exc)
+            return None
+        origin = r.align.origin if r.align is not None else (0, 0)
+        return heatmap_png(_levels(r.ref_pixels)[0], r.inspection, origin)
+
+    write_pngs(rows, ids, settings.heatmap_dir, render)
