@@ -30,22 +30,25 @@ _SHOWN = (Col.DEFECT_COUNT, Col.DEFECT_WORST_TYPE, Col.DEFECT_WORST_AREA_MM2, Co
 _BOXES = (("ssim_worst", "worst region"), ("streak", "streak"), ("banding", "band"))
 
 
+def _parts(folder: str) -> list[dict[str, Any]] | None:
+    """Every row of the Parquet part files under ``folder``; None when there are no such files."""
+    fs, path = open_fs(folder)
+    files = sorted(f for f in fs.find(path) if f.endswith(".parquet")) if fs.exists(path) else []
+    return ds.dataset(files, format="parquet", filesystem=fs).to_table().to_pylist() if files else None
+
+
 def _rows(results_dir: str) -> list[dict[str, Any]]:
-    fs, path = open_fs(results_dir)
-    files = sorted(f for f in fs.find(path) if f.endswith(".parquet"))
-    if not files:
+    rows = _parts(results_dir)
+    if rows is None:
         raise FileNotFoundError(f"no results in {results_dir!r}; expected part files of a scoring run")
-    return ds.dataset(files, format="parquet", filesystem=fs).to_table().to_pylist()
+    return rows
 
 
 def _defects(results_dir: str) -> dict[str, list[dict[str, Any]]]:
     """The run's defect rows by image id (``runs/RUN_ID/defects``, beside the results); empty without inspection."""
-    fs, path = open_fs(results_dir.rstrip("/").rsplit("/", 1)[0] + "/defects")
-    files = sorted(f for f in fs.find(path) if f.endswith(".parquet")) if fs.exists(path) else []
     out: dict[str, list[dict[str, Any]]] = {}
-    if files:
-        for d in ds.dataset(files, format="parquet", filesystem=fs).to_table().to_pylist():
-            out.setdefault(d[Col.IMAGE_ID], []).append(d)
+    for d in _parts(results_dir.rstrip("/").rsplit("/", 1)[0] + "/defects") or []:
+        out.setdefault(d[Col.IMAGE_ID], []).append(d)
     return out
 
 
