@@ -72,6 +72,7 @@ def test_registration_is_sub_pixel(angle: float, scale: float, shift: tuple[floa
     page = master()
     s, h_true = scan(page, angle, scale, shift)
     assert corner_error(register(page, s, "ecc").homography, h_true, page.shape) < 1.0
+    assert corner_error(register(page, s, "tiles").homography, h_true, page.shape) < 1.0
     assert corner_error(register(page, s, "homography").homography, h_true, page.shape) < 2.5
 
 
@@ -200,7 +201,7 @@ def test_example_run_configs_validate(monkeypatch: pytest.MonkeyPatch) -> None:
     repo = Path(__file__).resolve().parent.parent
     monkeypatch.chdir(repo)
     printing = load_config(repo / "examples" / "print_audit_run.yaml", {})
-    assert printing.align == "ecc" and printing.print_inspect and printing.fr_models()
+    assert printing.align == "tiles" and printing.print_inspect and printing.fr_models()
     assert {"defect_count", "defect_worst_type", "delta_e_p95"} <= set(printing.outputs())
     medical = load_config(repo / "examples" / "medical_intake_run.yaml", {})
     assert medical.sniff_extensionless and medical.phi_safe and medical.volume_slices == 8
@@ -236,7 +237,7 @@ def test_print_inspection_flow_finds_defects_gates_and_reports(prefect_api: None
     repo = Path(__file__).resolve().parent.parent
     cfg = build_config({
         "source": str(tmp_path / "scans"), "reference_root": str(tmp_path / "masters"), "out": str(tmp_path / "out"),
-        "models": ["ssim"], "align": "ecc", "print_inspect": True, "print_dpi": 150, "workers": 1, "track": False,
+        "models": ["ssim"], "align": "tiles", "print_inspect": True, "print_dpi": 150, "workers": 1, "track": False,
         "gates": str(repo / "examples" / "print_audit_registered.yaml"),
     })
     with pytest.raises(GateFailed):  # 4 of 5 pages rejected: the job's reject-rate gate fails after the reports

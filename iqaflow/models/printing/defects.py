@@ -369,7 +369,7 @@ def unregistered(scan: np.ndarray, master: np.ndarray, dpi: float) -> Inspection
 
 
 def inspect_page(scan: np.ndarray, master: np.ndarray, dpi: float, noise: NoiseModel | None = None,
-                 method: str = "ecc") -> Inspection:
+                 method: str = "tiles") -> Inspection:
     """Register (``registration.align``) then inspect; a scan that cannot be registered (including a degenerate
     homography) is a missing page (no ink) or a wrong page."""
     from iqaflow.models.printing.registration import RegistrationError, align, overlap_box

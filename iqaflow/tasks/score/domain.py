@@ -47,7 +47,7 @@ class DomainSettings:
     volume_reduce: Literal["mean", "worst"] = "mean"
     phi_safe: bool = True
     phi_key_home: str | None = None  # folder of phi.key when $IQAFLOW_PHI_KEY is unset
-    align: Literal["none", "homography", "ecc"] = "none"
+    align: Literal["none", "homography", "tiles", "ecc"] = "none"
     heatmap_dir: str | None = None
     heatmap_below: float | None = None
     print_inspect: bool = False  # defects of each scan against its master (print_pages)
@@ -79,7 +79,7 @@ def phi_in_path(uri: str, decoded: Decoded | None, settings: DomainSettings) -> 
 
 def register_pair(img: Decoded, ref_pixels: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray, AlignInfo]:
     """(scan in the master's frame, master, both cropped to the overlap; what the registration found)."""
-    scan, master, reg, overlap = align(img.pixels, ref_pixels, "ecc" if method == "ecc" else "homography")
+    scan, master, reg, overlap = align(img.pixels, ref_pixels, method if method in ("tiles", "ecc") else "homography")
     x0, y0, _, _ = overlap_box(reg.homography, img.pixels.shape, ref_pixels.shape)
     return scan, master, AlignInfo(reg.inliers, reg.rmse, reg.correlation, overlap, (x0, y0))
 

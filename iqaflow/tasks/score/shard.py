@@ -152,7 +152,7 @@ def _decode_reference(row: Row) -> None:
         return
     if (decoded.width, decoded.height) != (img.width, img.height):
         row.fail(ErrorCode.SIZE_MISMATCH, f"image is {img.width}x{img.height} but {where} is "
-                 f"{decoded.width}x{decoded.height}; FR scores need the same size. Fix: set align (ecc) to register "
+                 f"{decoded.width}x{decoded.height}; FR scores need the same size. Fix: set align (tiles) to register "
                  "scans to their masters")
         return
     if decoded.pixels.shape[:2] != img.pixels.shape[:2]:  # same original size is downscaled alike; never expected
