@@ -3,8 +3,9 @@
 The CLI cases run ``iqaflow score`` as a user does (a subprocess) and time it. The time bound is a
 correctness check, not a benchmark: starting Prefect's ephemeral API server alone takes about 5 s and a
 local Dask cluster more, so a run that ends within the bound cannot have started either. The bound is 3 s
-(the issue's goal); on a machine so loaded that merely importing iqaflow and its scorers (torch) takes
-longer than 1.5 s, it is that import time plus 1.5 s, which still excludes a server start.
+(the issue's goal); on a machine so loaded that merely importing iqaflow, its scorers and s3fs takes
+longer than 1 s, it is 1.5 times that import time plus 1.5 s, which still excludes a server start (the
+server's start slows down under the same load).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from iqaflow.cli.preflight import (
 from iqaflow.errors import ConfigError, OutputError, SourceError, WeightsError
 
 SLACK_S = 1.5
+LOAD_FACTOR = 1.5  # the run's own work (config, the check itself) grows with the load as the imports do
 
 
 def _loopback_port_nobody_listens_on() -> int:
@@ -41,11 +43,12 @@ def _loopback_port_nobody_listens_on() -> int:
 
 @pytest.fixture(scope="module")
 def bound_s() -> float:
-    """3 s, or the time to import the CLI and register every scorer plus SLACK_S on a loaded machine."""
+    """3 s, or the time to import the CLI, register every scorer and import s3fs (the S3 case needs it) plus
+    SLACK_S on a loaded machine."""
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import iqaflow.cli; from iqaflow.models.registry import all_scorers; "
-                    "all_scorers()"], check=True, timeout=120)
-    return max(3.0, time.perf_counter() - start + SLACK_S)
+                    "all_scorers(); import s3fs"], check=True, timeout=120)
+    return max(3.0, LOAD_FACTOR * (time.perf_counter() - start) + SLACK_S)
 
 
 def score(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], float]:

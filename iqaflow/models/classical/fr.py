@@ -26,11 +26,10 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import ModuleType
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import cv2
 import numpy as np
-import torch
 
 from iqaflow.models.base import Scorer, ScorerInfo
 from iqaflow.models.classical import fast_fr, official_fr, vif_wavelet
@@ -38,7 +37,10 @@ from iqaflow.models.classical.fast_fr import SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_
 from iqaflow.models.classical.vsi import vsi as vsi_m
 from iqaflow.models.registry import register
 
-Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+if TYPE_CHECKING:
+    import torch
+
+    Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # One (distorted, reference) pair of HWC / HW arrays -> one value: the CPU paths.
 PairMetric = Callable[[np.ndarray, np.ndarray], float]
 
@@ -105,6 +107,7 @@ def haarpsi(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def to_tensor(images: Sequence[np.ndarray], device: str = "cpu") -> torch.Tensor:
     """Same-size float images ``(H, W)`` or ``(H, W, C)`` -> ``(N, C, H, W)`` float32 clamped to [0, 1]."""
+    import torch
     first = images[0]
     c = first.shape[2] if first.ndim == 3 else 1
     arr = np.empty((len(images), c, *first.shape[:2]), dtype=np.float32)
@@ -140,6 +143,7 @@ def size_groups(shapes: Sequence[tuple[int, ...]], max_elements: int = MAX_BATCH
 def exact_float32(device: str) -> Iterator[None]:
     """No TF32 in cuDNN convolutions: VIFp's 17x17 variances on 0-255 values drift ~1e-3 with it, and a
     shard's scores must not depend on whether a GPU or a CPU worker computed them."""
+    import torch
     if not device.startswith("cuda"):
         yield
         return
@@ -156,6 +160,7 @@ def score_pairs_batched(
     max_elements: int = MAX_BATCH_ELEMENTS,
 ) -> np.ndarray:
     """Apply ``metric`` to same-size stacks of pairs; returns float64 ``(N,)`` in input order."""
+    import torch
     _check_pairs(images, references)
     out = np.empty(len(images), dtype=np.float64)
     with torch.inference_mode(), exact_float32(device):
@@ -232,6 +237,7 @@ class PiqPairScorer(Scorer):
     cpu_metric: ClassVar[PairMetric | None] = None
 
     def score_pairs(self, images: Sequence[np.ndarray], references: Sequence[np.ndarray]) -> np.ndarray:
+        import torch
         fast = type(self).cpu_metric
         if fast is not None and torch.device(self.device).type == "cpu":
             _check_pairs(images, references)

@@ -21,10 +21,10 @@ the same numbers to ~1e-12, and nothing depends on float32 cancellation in varia
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from iqaflow.models.classical.fast_fr import (
     SSIM_K1,
@@ -36,6 +36,9 @@ from iqaflow.models.classical.fast_fr import (
     valid_blur,
 )
 from iqaflow.models.classical.matlab_compat import RGB2GRAY, gray255
+
+if TYPE_CHECKING:
+    import torch
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 # msssim.m refuses images whose short side / 2**(scales - 1) is below the window.
@@ -50,6 +53,7 @@ _PREWITT_X = np.array([[1.0, 0.0, -1.0]] * 3) / 3  # GMSD.m's dx; dy is its tran
 
 def gray255_torch(x: torch.Tensor) -> torch.Tensor:
     """``gray255`` of a batch ``(N, 1|3, H, W)`` in [0, 1] -> ``(N, 1, H, W)`` float64."""
+    import torch
     q = (x.float().clamp(0.0, 1.0) * 255.0).round().double()  # round(): ties to even, as cv2
     if q.shape[1] == 1:
         return q
@@ -137,11 +141,13 @@ def gmsd(img: np.ndarray, ref: np.ndarray) -> float:
 
 def _valid_t(a: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """Separable valid filtering of ``(N, 1, H, W)``: a column then a row pass."""
+    import torch.nn.functional as F
     a = F.conv2d(a, kernel.view(1, 1, -1, 1))
     return F.conv2d(a, kernel.view(1, 1, 1, -1))
 
 
 def _ssim_cs_t(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
     k = torch.tensor(gaussian_1d(SSIM_WINDOW, SSIM_SIGMA)).to(x)
     mx, my = _valid_t(x, k), _valid_t(y, k)
     vx, vy, cxy = _valid_t(x * x, k) - mx * mx, _valid_t(y * y, k) - my * my, _valid_t(x * y, k) - mx * my
@@ -161,6 +167,7 @@ def ssim_torch(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _halve_symmetric_t(a: torch.Tensor) -> torch.Tensor:
+    import torch.nn.functional as F
     h, w = a.shape[-2:]
     if h % 2 or w % 2:
         a = F.pad(a, (0, w % 2, 0, h % 2), mode="replicate")
@@ -175,6 +182,8 @@ def ms_ssim_torch(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def gmsd_torch(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``gmsd`` for ``(N, C, H, W)`` batches in [0, 1]; float64 ``(N,)``."""
+    import torch
+    import torch.nn.functional as F
     _check_t(x, y, 2, "gmsd")
     a, b = gray255_torch(x), gray255_torch(y)
     h, w = a.shape[-2:]

@@ -22,13 +22,16 @@ without repeating the edge) is OpenCV's BORDER_REFLECT_101 and torch's ``reflect
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from iqaflow.models.classical.matlab_compat import gray255
 from iqaflow.models.classical.official_fr import gray255_torch
+
+if TYPE_CHECKING:
+    import torch
 
 M = 3  # side of the GSM vector block
 SIGMA_NSQ = 0.4  # visual noise variance of vifvec.m
@@ -180,7 +183,7 @@ def _log2_terms(a, lam):  # noqa: ANN001, ANN202 - numpy and torch arrays alike
     prod = 1 + a * lam[..., 0]
     for j in range(1, lam.shape[-1]):
         prod = prod * (1 + a * lam[..., j])
-    return prod.log2() if isinstance(prod, torch.Tensor) else np.log2(prod)
+    return prod.log2() if hasattr(prod, "log2") else np.log2(prod)  # a torch tensor, or numpy
 
 
 def _channel(cov, vx, vy, n: int, xp):  # noqa: ANN001, ANN202 - numpy and torch arrays alike
@@ -212,6 +215,8 @@ def vif(img: np.ndarray, ref: np.ndarray) -> float:
 def _corr_t(a: torch.Tensor, kernels: np.ndarray, stride: int = 1) -> torch.Tensor:
     """``(N, 1, H, W)`` correlated with ``(K, kh, kw)`` kernels, reflect101 borders -> ``(N, K, H', W')``
     in ``a``'s dtype (float32, as ``subbands``; TF32 is off, see ``classical_fr.exact_float32``)."""
+    import torch
+    import torch.nn.functional as F
     r = kernels.shape[-1] // 2
     w = torch.from_numpy(np.ascontiguousarray(kernels)[:, None]).to(a)
     return F.conv2d(F.pad(a, (r, r, r, r), mode="reflect"), w, stride=stride)
@@ -219,6 +224,8 @@ def _corr_t(a: torch.Tensor, kernels: np.ndarray, stride: int = 1) -> torch.Tens
 
 def _information_t(ref: torch.Tensor, dist: torch.Tensor, window: int, border: int) -> tuple[torch.Tensor, ...]:
     """``_information`` for ``(N, 1, H, W)`` subbands -> (num, den), each ``(N,)``."""
+    import torch
+    import torch.nn.functional as F
     h, w = (ref.shape[-2] // M) * M, (ref.shape[-1] // M) * M
     x, y = ref[..., :h, :w], dist[..., :h, :w]
     n, r = window * window, window // 2
@@ -261,6 +268,7 @@ def _subbands_t(img: torch.Tensor) -> list[torch.Tensor]:
 
 def vif_torch(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``vif`` for ``(N, C, H, W)`` batches in [0, 1], ``x`` distorted, ``y`` reference; float64 ``(N,)``."""
+    import torch
     _check(tuple(x.shape[-2:]), tuple(y.shape[-2:]))
     num = den = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
     for level, (rb, db) in enumerate(zip(_subbands_t(gray255_torch(y)), _subbands_t(gray255_torch(x)), strict=True)):
