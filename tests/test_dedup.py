@@ -13,6 +13,7 @@ from scipy.sparse.csgraph import connected_components
 
 from iqaflow.schemas.results import Col
 from iqaflow.tasks.collection import IndexFile, KeepPolicy, NearRule, group_duplicates, join_new, plan_bands
+from iqaflow.tasks.collection.kernel import forest_edges
 from iqaflow.tasks.collection.size import IQR_FACTOR
 
 # LSH misses a pair at the radius with probability target_miss (1e-3 by default); the exactness tests
@@ -86,6 +87,41 @@ def test_groups_equal_all_pairs_reference(rule: dict[str, int]) -> None:
     out = group_duplicates(t, rule, target_miss=EXACT)
     assert _groups(out) == _brute_groups(t, rule)
     assert out.column(Col.IMAGE_ID).equals(t.column(Col.IMAGE_ID))
+
+
+def _planted_hashes(n: int, seed: int, radii: tuple[int, int]) -> np.ndarray:
+    """(n, 2) phash/dhash: random rows, a third of them within the radii of another row."""
+    rng = np.random.default_rng(seed)
+    h = rng.integers(0, 2**64, (n, 2), dtype=np.uint64)
+    for j in rng.choice(n, n // 3, replace=False):
+        base = rng.integers(n)
+        h[j] = [_flip(rng, h[base, c], int(rng.integers(0, r + 2))) for c, r in enumerate(radii)]
+    h[rng.choice(n, 50)] = h[rng.choice(n, 50)]  # identical tuples: a bucket holding several copies
+    return h
+
+
+def test_kernel_forest_has_the_components_of_all_pairs() -> None:
+    """12,000 rows: pass 1 splits them into partitions (n >= 8,192), unlike the 3,000-row tables."""
+    radii = (10, 12)
+    h = _planted_hashes(12_000, 5, radii)
+    plan = plan_bands(radii[0], h.shape[0], EXACT)
+    a, b = forest_edges(h, np.array(radii), plan.masks, plan.k)
+    within = np.bitwise_count(h[a] ^ h[b]) <= np.array(radii)
+    assert within.all() and a.size < h.shape[0]
+    near = [np.flatnonzero((np.bitwise_count(h[i + 1:] ^ h[i]) <= np.array(radii)).all(axis=1)) + i + 1
+            for i in range(h.shape[0])]  # all pairs, one row at a time
+    ref_a = np.repeat(np.arange(h.shape[0]), [x.size for x in near])
+    ref = connected_components(coo_matrix((np.ones(ref_a.size), (ref_a, np.concatenate(near))),
+                                          shape=(h.shape[0],) * 2), directed=False)[1]
+    got = connected_components(coo_matrix((np.ones(a.size), (a, b)), shape=(h.shape[0],) * 2), directed=False)[1]
+    assert np.unique(np.c_[ref, got], axis=0).shape[0] == np.unique(ref).size == np.unique(got).size
+    assert np.unique(ref).size < h.shape[0] - 2000  # the planted pairs are there to find
+
+
+def test_threads_split_bands_without_changing_groups() -> None:
+    t = _collection(3000, seed=4)
+    rule = {"phash": 10, "dhash": 12}
+    assert group_duplicates(t, rule, threads=2).equals(group_duplicates(t, rule, threads=1))
 
 
 def test_default_plan_misses_pairs_at_the_radius_as_stated() -> None:
