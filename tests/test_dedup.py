@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -11,9 +13,20 @@ import pytest
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from iqaflow.schemas.duplicates import DuplicatePolicy
 from iqaflow.schemas.results import Col
-from iqaflow.tasks.collection import IndexFile, KeepPolicy, NearRule, group_duplicates, join_new, plan_bands
+from iqaflow.tasks.collection import (
+    IndexFile,
+    KeepPolicy,
+    NearRule,
+    dedup_dask,
+    group_duplicates,
+    join_new,
+    plan_bands,
+    run_pass,
+)
 from iqaflow.tasks.collection.kernel import forest_edges
+from iqaflow.tasks.collection.run_pass import duplicate_pass
 from iqaflow.tasks.collection.size import IQR_FACTOR
 
 # LSH misses a pair at the radius with probability target_miss (1e-3 by default); the exactness tests
@@ -223,8 +236,18 @@ def test_a_better_newcomer_becomes_the_kept_image() -> None:
     assert joined.changed.to_pydict()[Col.DUPLICATE_OF] == ["new", "new"]
 
 
-def test_dask_path_equals_in_memory_path(tmp_path: Path) -> None:
-    from distributed import Client, LocalCluster
+@pytest.fixture(scope="module")
+def scheduler() -> Iterator[str]:
+    """A two-process Dask cluster on loopback for this module's cluster tests; closed after them."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
+
+
+def test_dask_path_equals_in_memory_path(tmp_path: Path, scheduler: str) -> None:
+    from distributed import Client
 
     t = _collection(2000, seed=2)
     rule = {"phash": 10, "dhash": 12}
@@ -233,7 +256,43 @@ def test_dask_path_equals_in_memory_path(tmp_path: Path) -> None:
     for k, start in enumerate(range(0, t.num_rows, 700)):
         paths.append(tmp_path / f"part-{k}.parquet")
         pq.write_table(t.slice(start, 700), paths[-1])
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with Client(scheduler, set_as_default=False) as client:
         assert group_duplicates(t, rule, client=client).equals(expected)
         assert group_duplicates(paths, rule, client=client).equals(expected)
+
+
+def _run_shards(root: Path, t: pa.Table, rows: int) -> list[str]:
+    (root / "results").mkdir(parents=True)
+    files = []
+    for k, start in enumerate(range(0, t.num_rows, rows)):
+        files.append(str(root / "results" / f"part-{k:05d}.parquet"))
+        pq.write_table(t.slice(start, rows), files[-1])
+    return files
+
+
+def test_run_pass_groups_on_the_flows_cluster_like_in_process(
+    tmp_path: Path, scheduler: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The collection pass with the default rule, once in process and once on the cluster (threshold
+    lowered below the run's rows, several map parts): the same columns in every shard and index."""
+    t = _collection(4000, seed=6)
+    policy, directions = DuplicatePolicy(), {"iqaflow_nr": True}
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    done = duplicate_pass(str(local), _run_shards(local, t, 1500), policy, directions, dask_address=scheduler)
+    monkeypatch.setattr(run_pass, "CLUSTER_ROWS", 1000)
+    monkeypatch.setattr(run_pass, "PART_ROWS", 900)
+    seen: list[int] = []
+    original = dedup_dask.group_on_cluster
+
+    def spy(table: pa.Table, *args: object, **kwargs: Any) -> pa.Table:
+        seen.append(kwargs["rows_per_part"])
+        return original(table, *args, **kwargs)
+
+    monkeypatch.setattr(dedup_dask, "group_on_cluster", spy)
+    on_cluster = duplicate_pass(str(remote), _run_shards(remote, t, 1500), policy, directions,
+                                dask_address=scheduler)
+    assert seen == [900]  # the cluster path ran, on 5 parts of <= 900 rows
+    assert done.groups == on_cluster.groups > 50 and done.duplicates == on_cluster.duplicates
+    for name in sorted(p.name for p in (local / "results").iterdir()):
+        assert pq.read_table(remote / "results" / name).equals(pq.read_table(local / "results" / name))
+    assert pq.read_table(remote / "dedup" / "index.parquet").equals(pq.read_table(local / "dedup" / "index.parquet"))
