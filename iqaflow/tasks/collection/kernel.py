@@ -2,7 +2,8 @@
 
 numpy needs ~10 passes over a band's 1M items (two radix sorts, gathers, one pass per offset in a
 bucket): ~450 ms a band at the default rule's 965 bands. Here a band is one pass to bucket the keys,
-one scatter and one sweep of the buckets, and confirmed pairs go straight into a union-find that
+one scatter and one sweep of the buckets (only the band hash is moved: the other hashes are read for
+the rare pairs within the band hash's radius), and confirmed pairs go straight into a union-find that
 records an edge only when it joins two components: the edges are a spanning forest of all confirmed
 pairs, so their components are those of every pair and a pair found again in a later band costs no
 memory.
@@ -43,13 +44,14 @@ def _find(parent: np.ndarray, i: int) -> int:
 def _forest(hashes: np.ndarray, radii: np.ndarray, masks: np.ndarray, bucket_bits: int, part_bits: int,
             parent: np.ndarray, out_a: np.ndarray, out_b: np.ndarray) -> int:
     n, c = hashes.shape
+    band = np.ascontiguousarray(hashes[:, 0])  # only the band hash travels through the sort
     low = bucket_bits - part_bits
     shift = np.uint64(64 - bucket_bits)
     parts, local = 1 << part_bits, 1 << low
     starts = np.zeros(parts + 1, np.int64)
     keys = np.empty(n, np.int64)
-    packed, p_h = np.empty(n, np.int64), np.empty((n, c), np.uint64)  # packed: low key bits << 40 | row
-    s_idx, s_h = np.empty(n, np.int64), np.empty((n, c), np.uint64)
+    packed, p_h = np.empty(n, np.int64), np.empty(n, np.uint64)  # packed: low key bits << 40 | row
+    s_idx, s_h = np.empty(n, np.int64), np.empty(n, np.uint64)
     ends = np.zeros(local + 1, np.int64)
     limit = radii.astype(np.uint64)
     edges = 0
@@ -57,7 +59,7 @@ def _forest(hashes: np.ndarray, radii: np.ndarray, masks: np.ndarray, bucket_bit
         # pass 1: split by the key's top bits into cache-sized partitions (few write streams)
         starts[:] = 0
         for i in range(n):
-            key = np.int64(((hashes[i, 0] & mask) * _MIX) >> shift)
+            key = np.int64(((band[i] & mask) * _MIX) >> shift)
             keys[i] = key
             starts[(key >> low) + 1] += 1
         for p in range(parts):
@@ -68,8 +70,7 @@ def _forest(hashes: np.ndarray, radii: np.ndarray, masks: np.ndarray, bucket_bit
             pos = cursor[p]
             cursor[p] = pos + 1
             packed[pos] = ((keys[i] & (local - 1)) << 40) | i  # one write stream fewer than two arrays
-            for j in range(c):
-                p_h[pos, j] = hashes[i, j]
+            p_h[pos] = band[i]
         # pass 2, per partition in cache: counting sort on the low bits, then pairs inside each bucket
         for p in range(parts):
             s, e = starts[p], starts[p + 1]
@@ -85,26 +86,27 @@ def _forest(hashes: np.ndarray, radii: np.ndarray, masks: np.ndarray, bucket_bit
                 pos = s + ends[key]
                 ends[key] += 1
                 s_idx[pos] = packed[x] & _ROW_MASK
-                for j in range(c):
-                    s_h[pos, j] = p_h[x, j]
+                s_h[pos] = p_h[x]
             begin = s
             for b in range(local):
                 end = s + ends[b]
                 for x in range(begin, end):
                     for y in range(x + 1, end):
-                        if (s_h[x, 0] ^ s_h[y, 0]) & mask:  # another key in the same bucket
+                        diff = s_h[x] ^ s_h[y]
+                        if diff & mask or _popcount(diff) > limit[0]:  # another key, or too far
                             continue
+                        a, b = s_idx[x], s_idx[y]
                         ok = True
-                        for j in range(c):
-                            if _popcount(s_h[x, j] ^ s_h[y, j]) > limit[j]:
+                        for j in range(1, c):  # rare: random pairs almost never pass the band hash
+                            if _popcount(hashes[a, j] ^ hashes[b, j]) > limit[j]:
                                 ok = False
                                 break
                         if ok:
-                            ra, rb = _find(parent, s_idx[x]), _find(parent, s_idx[y])
+                            ra, rb = _find(parent, a), _find(parent, b)
                             if ra != rb:
                                 parent[max(ra, rb)] = min(ra, rb)
-                                out_a[edges] = s_idx[x]
-                                out_b[edges] = s_idx[y]
+                                out_a[edges] = a
+                                out_b[edges] = b
                                 edges += 1
                 begin = end
     return edges
