@@ -91,8 +91,14 @@ def _forest(hashes: np.ndarray, radii: np.ndarray, masks: np.ndarray, bucket_bit
             for b in range(local):
                 end = s + ends[b]
                 for x in range(begin, end):
+                    hx, hits = s_h[x], 0
+                    for y in range(x + 1, end):  # branch-free, so it vectorises: almost every pair fails
+                        diff = hx ^ s_h[y]
+                        hits += ((diff & mask) == 0) & (_popcount(diff) <= limit[0])
+                    if hits == 0:
+                        continue
                     for y in range(x + 1, end):
-                        diff = s_h[x] ^ s_h[y]
+                        diff = hx ^ s_h[y]
                         if diff & mask or _popcount(diff) > limit[0]:  # another key, or too far
                             continue
                         a, b = s_idx[x], s_idx[y]

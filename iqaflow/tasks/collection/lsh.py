@@ -32,8 +32,9 @@ from iqaflow.tasks.collection.kernel import forest_edges
 
 HASH_BITS = 64
 # Cost of one random candidate pair (key check, xor, popcount) relative to one item's share of a band's
-# bucketing in the compiled kernel (kernel.py): ~3.7 ns against ~60 ns, measured on 1M hashes, 2 shared cores.
-_PAIR_COST = 0.06
+# bucketing in the compiled kernel (kernel.py): ~2.4 ns against ~46 ns, fitted to its time per band at
+# k = 15, 16, 17 on 1M hashes (2 shared cores).
+_PAIR_COST = 0.05
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing multiplier (odd): spreads masked values
 
 
