@@ -7,7 +7,6 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 from prefect_dask import DaskTaskRunner
 
@@ -118,8 +117,10 @@ def score_flow(config: RunConfig) -> summary.RunSummary:
              layout.results_dir)
     if config.duplicates:  # before the gate pass: its rules, routing and the report read these columns
         previous = incremental.previous_run_root(config.incremental) if config.incremental else None
+        # only a scheduler the user named: a local cluster's workers share this machine, where one
+        # compiled pass beats shuffling every band's records between processes
         dups = duplicate_task(layout.root, files, _duplicate_policy(config), directions(), previous,
-                              _scheduler_address())
+                              config.dask_address or None)
         log.info("duplicates: %d groups, %d images not kept (%d exact), %d size outliers%s", dups.groups,
                  dups.duplicates, dups.exact, dups.size_outliers, " (new images against the earlier index)"
                  if dups.incremental else "")
@@ -142,13 +143,6 @@ def _duplicate_policy(config: RunConfig) -> DuplicatePolicy:
 
 
 duplicate_task = task(duplicate_pass, name="duplicates", **_opts)
-
-
-def _scheduler_address() -> str | None:
-    """The Dask scheduler this flow runs on (run_score gives its runner an address), else None."""
-    context = FlowRunContext.get()
-    runner = context.task_runner if context is not None else None
-    return runner.address if isinstance(runner, DaskTaskRunner) else None
 
 
 def _domain(config: RunConfig, layout: RunLayout) -> score_domain.DomainSettings:

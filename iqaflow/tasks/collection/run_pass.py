@@ -10,9 +10,9 @@ an index made with the same rule and policy checks only its new images against i
 carried images keep their groups unless a newcomer joins or becomes a group's kept image. Size
 outliers are always recomputed over the whole run (they are relative to the collection).
 
-A full regrouping of more than ``CLUSTER_ROWS`` images runs on the flow's Dask scheduler when it has
-one (``dedup_dask``, same band plan, so the same groups as in one process); smaller runs stay in
-process, where shipping the hashes would cost more than the bands.
+A full regrouping of more than ``CLUSTER_ROWS`` images runs on the Dask scheduler the run names
+(``dask_address``; ``dedup_dask``, same band plan, so the same groups as in one process); smaller runs,
+and runs on the local cluster the flow starts itself (its workers share this machine), stay in process.
 """
 
 from __future__ import annotations
