@@ -38,9 +38,11 @@ from iqaflow.tasks.io.storage import atomic_write, join, open_fs
 
 INDEX_FILE = ("dedup", "index.parquet")
 TARGET_MISS = 1e-3  # chance that LSH misses a pair at exactly the rule's radius (lsh.plan_bands)
-# Rows from which a run with a Dask scheduler groups on it: 1M hashes take ~30 s on 2 cores in
-# process (bench/dedup_scale.py), so below this the cluster's start-up and shuffle cost more than it saves.
-CLUSTER_ROWS = 200_000
+# Rows from which a run with a named Dask scheduler groups on it. In process the default rule takes
+# ~40 CPU s for 1M rows and grows as rows x bands (~10x at 5M, bench/dedup_scale.py); the cluster path
+# shuffles one 32-byte record per row and band, and took 41 s for 100k rows on 2 local workers
+# against 1.3 s in process, so it pays only where one process would take minutes.
+CLUSTER_ROWS = 2_000_000
 PART_ROWS = 250_000  # rows per map task on the cluster (dedup_dask.group_on_cluster's parts)
 _CARRIED = "part-carried-"
 _SIZE = (Col.ASPECT_RATIO, Col.MEGAPIXELS, Col.SIZE_OUTLIER)
