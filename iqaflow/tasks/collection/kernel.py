@@ -122,7 +122,7 @@ def bucket_bits(k: int, n: int) -> tuple[int, int]:
     """(bits of a band's bucket, bits of its pass-1 partition).
 
     Buckets: 4x the 2^k band values (hash collisions are rare and rejected by the key check), capped
-    near n so the per-band prefix sums stay small. Partitions: ~4,000 items (~100 KB with two hashes)
+    near n so the per-band prefix sums stay small. Partitions: ~4,000 items (row and band hash: 64 KB)
     so pass 2 runs in L2, at most 1,024 so pass 1 writes few streams.
     """
     bits = max(1, min(k + 2, int(n).bit_length() + 1))
