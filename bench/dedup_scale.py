@@ -1,6 +1,10 @@
 """Scale of the duplicate pass: 1,000,000 synthetic 64-bit hashes with planted groups, on this machine.
 
-    .venv/bin/python bench/dedup_scale.py [--n 1000000] [--threads 1 2]
+    .venv/bin/python bench/dedup_scale.py [--n 1000000] [--threads 1 2] [--default-rule]
+
+``--default-rule`` adds one run per thread count with the runs' default rule (phash <= 14 and
+dhash <= 17; dhash planted within 17 of its base like phash within 14). The 2 cores are shared:
+check ``uptime`` first, timings taken beside another job are not the pass's own.
 
 The grouping runs in a child process so its peak RSS (ru_maxrss) is the pass's own. Planted groups:
 a random base hash and 1-5 members, each the base with u ~ U{0..r} distinct bits flipped (so every
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import resource
 import time
 from math import comb
@@ -84,15 +89,15 @@ def _run(n: int, threads: int, queue: mp.Queue, rule: dict[str, int] | None = No
     rule = rule or {"phash": RADIUS}
     table, planted = synthetic(n, radius=rule["phash"], dhash_radius=rule.get("dhash"))
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     out = group_duplicates(table, rule, threads=threads)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0  # cpu: all threads, any contention
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     group = out.column("dup_group").to_numpy(zero_copy_only=False)
     group = np.where(np.isnan(group), -1, group) if group.dtype.kind == "f" else group
     h = table.column("phash").to_numpy().view(np.uint64)
     distance = out.column("dup_distance").to_numpy(zero_copy_only=False)
-    queue.put({"seconds": seconds, "peak_rss_mb": peak, "rss_after_data_mb": base_rss, "rule": rule,
+    queue.put({"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak, "rss_after_data_mb": base_rss, "rule": rule,
                **quality(group.astype(np.int64), planted, h, distance, rule["phash"])})
 
 
@@ -166,7 +171,7 @@ def partition_cost(total: int = 100_000_000, records: int = 1_000_000, reps: int
         pool = h[: max(1, int(records * 2.0**plan.k / total))]
         h = (h & ~mask) | (pool[rng.integers(0, pool.size, records)] & mask)
         t0 = time.perf_counter()
-        band_edges(np.arange(records), h[None], np.array([RADIUS]), mask)
+        band_edges(np.arange(records), h[None], np.array([RADIUS]), mask, plan.k)
         seconds += time.perf_counter() - t0
     return seconds / reps
 
@@ -197,6 +202,17 @@ def estimate_100m(per_record_s: float, workers: tuple[int, ...] = (16, 64, 256))
     }
 
 
+def _child(n: int, threads: int, rule: dict[str, int] | None = None) -> dict:
+    """One grouping in a fresh (spawned) process, so its peak RSS is its own."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_run, args=(n, threads, queue, rule))
+    child.start()
+    got = queue.get()
+    child.join()
+    return got
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=1_000_000)
@@ -204,15 +220,9 @@ def main() -> None:
     parser.add_argument("--default-rule", action="store_true",
                         help="also time the runs' default rule (fingerprints.NEAR_RULE: phash and dhash radii)")
     args = parser.parse_args()
-    ctx = mp.get_context("spawn")
-    runs = []
-    for threads in args.threads:
-        queue = ctx.Queue()
-        child = ctx.Process(target=_run, args=(args.n, threads, queue))
-        child.start()
-        runs.append({"threads": threads, **queue.get()})
-        child.join()
-    timing = ("threads", "seconds", "peak_rss_mb", "rss_after_data_mb")
+    load = os.getloadavg()  # 1-minute load above ~0.5 means another job shares the 2 cores
+    runs = [{"threads": threads, **_child(args.n, threads)} for threads in args.threads]
+    timing = ("threads", "seconds", "cpu_seconds", "peak_rss_mb", "rss_after_data_mb")
     result = {"runs": [{k: r[k] for k in timing} for r in runs]}
     result.update({k: v for k, v in runs[0].items() if k not in timing})
     from iqaflow.tasks.collection.lsh import plan_bands
@@ -223,21 +233,20 @@ def main() -> None:
     if args.default_rule:
         from iqaflow.models.fingerprints import NEAR_RULE
 
-        queue = ctx.Queue()
-        child = ctx.Process(target=_run, args=(args.n, max(args.threads), queue, dict(NEAR_RULE)))
-        child.start()
-        got = queue.get()
-        child.join()
-        keep = ("rule", "seconds", "peak_rss_mb", "recall_planted_pairs", "groups_without_planted_rows",
+        keep = ("rule", "seconds", "cpu_seconds", "peak_rss_mb", "recall_planted_pairs", "groups_without_planted_rows",
                 "groups_merging_planted_groups")
         rp = plan_bands(NEAR_RULE["phash"], args.n)
-        result["default_rule_run"] = {"threads": max(args.threads), **{k: got[k] for k in keep},
-                                      "plan": {"k": rp.k, "bands": rp.bands, "miss_at_radius": rp.miss()}}
+        result["default_rule_runs"] = []
+        for threads in args.threads:
+            got = _child(args.n, threads, dict(NEAR_RULE))
+            result["default_rule_runs"].append({"threads": threads, **{k: got[k] for k in keep}})
+        result["default_rule_plan"] = {"k": rp.k, "bands": rp.bands, "miss_at_radius": rp.miss()}
     per_partition = partition_cost()
     result["partition_1M_records_seconds"] = per_partition
     result["estimate_100M"] = estimate_100m(per_partition / 1_000_000)
     threads = " ".join(map(str, args.threads))
     flag = " --default-rule" if args.default_rule else ""
+    result["load_average_at_start_and_end"] = [load[0], os.getloadavg()[0]]
     result["command"] = f".venv/bin/python bench/dedup_scale.py --n {args.n} --threads {threads}{flag}"
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -11,8 +13,20 @@ import pytest
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from iqaflow.schemas.duplicates import DuplicatePolicy
 from iqaflow.schemas.results import Col
-from iqaflow.tasks.collection import IndexFile, KeepPolicy, NearRule, group_duplicates, join_new, plan_bands
+from iqaflow.tasks.collection import (
+    IndexFile,
+    KeepPolicy,
+    NearRule,
+    dedup_dask,
+    group_duplicates,
+    join_new,
+    plan_bands,
+    run_pass,
+)
+from iqaflow.tasks.collection.kernel import forest_edges
+from iqaflow.tasks.collection.run_pass import duplicate_pass
 from iqaflow.tasks.collection.size import IQR_FACTOR
 
 # LSH misses a pair at the radius with probability target_miss (1e-3 by default); the exactness tests
@@ -86,6 +100,41 @@ def test_groups_equal_all_pairs_reference(rule: dict[str, int]) -> None:
     out = group_duplicates(t, rule, target_miss=EXACT)
     assert _groups(out) == _brute_groups(t, rule)
     assert out.column(Col.IMAGE_ID).equals(t.column(Col.IMAGE_ID))
+
+
+def _planted_hashes(n: int, seed: int, radii: tuple[int, int]) -> np.ndarray:
+    """(n, 2) phash/dhash: random rows, a third of them within the radii of another row."""
+    rng = np.random.default_rng(seed)
+    h = rng.integers(0, 2**64, (n, 2), dtype=np.uint64)
+    for j in rng.choice(n, n // 3, replace=False):
+        base = rng.integers(n)
+        h[j] = [_flip(rng, h[base, c], int(rng.integers(0, r + 2))) for c, r in enumerate(radii)]
+    h[rng.choice(n, 50)] = h[rng.choice(n, 50)]  # identical tuples: a bucket holding several copies
+    return h
+
+
+def test_kernel_forest_has_the_components_of_all_pairs() -> None:
+    """12,000 rows: pass 1 splits them into partitions (n >= 8,192), unlike the 3,000-row tables."""
+    radii = (10, 12)
+    h = _planted_hashes(12_000, 5, radii)
+    plan = plan_bands(radii[0], h.shape[0], EXACT)
+    a, b = forest_edges(h, np.array(radii), plan.masks, plan.k)
+    within = np.bitwise_count(h[a] ^ h[b]) <= np.array(radii)
+    assert within.all() and a.size < h.shape[0]
+    near = [np.flatnonzero((np.bitwise_count(h[i + 1:] ^ h[i]) <= np.array(radii)).all(axis=1)) + i + 1
+            for i in range(h.shape[0])]  # all pairs, one row at a time
+    ref_a = np.repeat(np.arange(h.shape[0]), [x.size for x in near])
+    ref = connected_components(coo_matrix((np.ones(ref_a.size), (ref_a, np.concatenate(near))),
+                                          shape=(h.shape[0],) * 2), directed=False)[1]
+    got = connected_components(coo_matrix((np.ones(a.size), (a, b)), shape=(h.shape[0],) * 2), directed=False)[1]
+    assert np.unique(np.c_[ref, got], axis=0).shape[0] == np.unique(ref).size == np.unique(got).size
+    assert np.unique(ref).size < h.shape[0] - 2000  # the planted pairs are there to find
+
+
+def test_threads_split_bands_without_changing_groups() -> None:
+    t = _collection(3000, seed=4)
+    rule = {"phash": 10, "dhash": 12}
+    assert group_duplicates(t, rule, threads=2).equals(group_duplicates(t, rule, threads=1))
 
 
 def test_default_plan_misses_pairs_at_the_radius_as_stated() -> None:
@@ -187,8 +236,18 @@ def test_a_better_newcomer_becomes_the_kept_image() -> None:
     assert joined.changed.to_pydict()[Col.DUPLICATE_OF] == ["new", "new"]
 
 
-def test_dask_path_equals_in_memory_path(tmp_path: Path) -> None:
-    from distributed import Client, LocalCluster
+@pytest.fixture(scope="module")
+def scheduler() -> Iterator[str]:
+    """A two-process Dask cluster on loopback for this module's cluster tests; closed after them."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
+
+
+def test_dask_path_equals_in_memory_path(tmp_path: Path, scheduler: str) -> None:
+    from distributed import Client
 
     t = _collection(2000, seed=2)
     rule = {"phash": 10, "dhash": 12}
@@ -197,7 +256,43 @@ def test_dask_path_equals_in_memory_path(tmp_path: Path) -> None:
     for k, start in enumerate(range(0, t.num_rows, 700)):
         paths.append(tmp_path / f"part-{k}.parquet")
         pq.write_table(t.slice(start, 700), paths[-1])
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with Client(scheduler, set_as_default=False) as client:
         assert group_duplicates(t, rule, client=client).equals(expected)
         assert group_duplicates(paths, rule, client=client).equals(expected)
+
+
+def _run_shards(root: Path, t: pa.Table, rows: int) -> list[str]:
+    (root / "results").mkdir(parents=True)
+    files = []
+    for k, start in enumerate(range(0, t.num_rows, rows)):
+        files.append(str(root / "results" / f"part-{k:05d}.parquet"))
+        pq.write_table(t.slice(start, rows), files[-1])
+    return files
+
+
+def test_run_pass_groups_on_the_flows_cluster_like_in_process(
+    tmp_path: Path, scheduler: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The collection pass with the default rule, once in process and once on the cluster (threshold
+    lowered below the run's rows, several map parts): the same columns in every shard and index."""
+    t = _collection(4000, seed=6)
+    policy, directions = DuplicatePolicy(), {"iqaflow_nr": True}
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    done = duplicate_pass(str(local), _run_shards(local, t, 1500), policy, directions, dask_address=scheduler)
+    monkeypatch.setattr(run_pass, "CLUSTER_ROWS", 1000)
+    monkeypatch.setattr(run_pass, "PART_ROWS", 900)
+    seen: list[int] = []
+    original = dedup_dask.group_on_cluster
+
+    def spy(table: pa.Table, *args: object, **kwargs: Any) -> pa.Table:
+        seen.append(kwargs["rows_per_part"])
+        return original(table, *args, **kwargs)
+
+    monkeypatch.setattr(dedup_dask, "group_on_cluster", spy)
+    on_cluster = duplicate_pass(str(remote), _run_shards(remote, t, 1500), policy, directions,
+                                dask_address=scheduler)
+    assert seen == [900]  # the cluster path ran, on 5 parts of <= 900 rows
+    assert done.groups == on_cluster.groups > 50 and done.duplicates == on_cluster.duplicates
+    for name in sorted(p.name for p in (local / "results").iterdir()):
+        assert pq.read_table(remote / "results" / name).equals(pq.read_table(local / "results" / name))
+    assert pq.read_table(remote / "dedup" / "index.parquet").equals(pq.read_table(local / "dedup" / "index.parquet"))

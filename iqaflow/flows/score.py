@@ -117,7 +117,10 @@ def score_flow(config: RunConfig) -> summary.RunSummary:
              layout.results_dir)
     if config.duplicates:  # before the gate pass: its rules, routing and the report read these columns
         previous = incremental.previous_run_root(config.incremental) if config.incremental else None
-        dups = duplicate_task(layout.root, files, _duplicate_policy(config), directions(), previous)
+        # only a scheduler the user named: a local cluster's workers share this machine, where one
+        # compiled pass beats shuffling every band's records between processes
+        dups = duplicate_task(layout.root, files, _duplicate_policy(config), directions(), previous,
+                              config.dask_address or None)
         log.info("duplicates: %d groups, %d images not kept (%d exact), %d size outliers%s", dups.groups,
                  dups.duplicates, dups.exact, dups.size_outliers, " (new images against the earlier index)"
                  if dups.incremental else "")

@@ -1,7 +1,7 @@
 """Exact and near-duplicate groups of a whole run, in memory (numpy arrays of the needed columns only).
 
 Edges: rows sharing ``pixel_hash`` (exact), rows with identical rule hashes, and LSH candidates
-(``lsh.band_pairs``) confirmed by the full rule. Groups are connected components of all edges, so a
+(``kernel.forest_edges``) confirmed by the full rule. Groups are connected components of all edges, so a
 chain a~b~c groups a and c even when they are farther apart than the radius (bench/dedup_scale.py
 reports group diameters). ``group_duplicates`` is the entry point; it hands over to the Dask path
 when given a client.
@@ -22,10 +22,10 @@ from iqaflow.errors import ConfigError
 from iqaflow.schemas.results import Col
 from iqaflow.tasks.collection._types import KeepPolicy, NearRule
 from iqaflow.tasks.collection.groups import ROW, components, member_columns, member_rows, result_table
-from iqaflow.tasks.collection.lsh import BandPlan, as_uint64, band_pairs, identical_tuples, plan_bands
+from iqaflow.tasks.collection.kernel import forest_edges
+from iqaflow.tasks.collection.lsh import BandPlan, as_uint64, identical_tuples, plan_bands
 
 _EMPTY = np.empty(0, dtype=np.int64)
-_RELABEL_EVERY = 32  # bands between component updates that drop pairs already connected
 MAX_IN_MEMORY_ROWS = 50_000_000  # ~8 bytes per hash column per row; beyond this ask for a cluster
 
 
@@ -60,35 +60,25 @@ def exact_edges(keys: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarra
 def near_edges(
     hashes: np.ndarray, valid: np.ndarray, rule: NearRule, plan: BandPlan, threads: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Row pairs within the rule: identical hash tuples, then LSH candidates among distinct tuples.
+    """Row edges whose components are those of every pair within the rule that LSH finds.
 
-    Identical tuples are collapsed first: a thousand blank images with hash 0 would otherwise put a
-    million pairs in every band.
+    Identical tuples are collapsed first (a thousand blank images with hash 0 would otherwise put a
+    million pairs in every band), then each thread runs a share of the bands through the compiled
+    kernel and returns a spanning forest of its confirmed pairs (``kernel.forest_edges``).
     """
     rows = np.flatnonzero(valid)
     if rows.size < 2:
         return _EMPTY, _EMPTY
     first, inverse = identical_tuples(hashes[:, rows])
     same = first[inverse] != np.arange(rows.size)
-    edges_a, edges_b = [rows[same]], [rows[first[inverse[same]]]]
-    items = hashes[:, rows[first]]
+    items = np.ascontiguousarray(hashes[:, rows[first]].T)
     radii = np.array([r for _, r in rule.radii])
-    labels = np.arange(items.shape[1], dtype=np.int64)
-    found_a: list[np.ndarray] = []
-    found_b: list[np.ndarray] = []
-    masks = plan.masks
-    with ThreadPoolExecutor(threads) as pool:  # numpy sorts release the GIL
-        for start in range(0, masks.size, _RELABEL_EVERY):
-            batch = masks[start:start + _RELABEL_EVERY]
-            for a, b in pool.map(lambda m, lab=labels: band_pairs(items, radii, m, lab), batch):
-                found_a.append(a)
-                found_b.append(b)
-            found_a, found_b = [np.concatenate(found_a)], [np.concatenate(found_b)]
-            labels = components(items.shape[1], found_a[0], found_b[0])
+    shares = [m for m in np.array_split(plan.masks, max(1, threads)) if m.size]
+    with ThreadPoolExecutor(max(1, len(shares))) as pool:  # the kernel releases the GIL
+        forests = list(pool.map(lambda m: forest_edges(items, radii, m, plan.k), shares))
     item_rows = rows[first]
-    edges_a.append(item_rows[np.concatenate(found_a)])
-    edges_b.append(item_rows[np.concatenate(found_b)])
-    return np.concatenate(edges_a), np.concatenate(edges_b)
+    return (np.concatenate([rows[same], *(item_rows[a] for a, _ in forests)]),
+            np.concatenate([rows[first[inverse[same]]], *(item_rows[b] for _, b in forests)]))
 
 
 def group_table(table: pa.Table, rule: NearRule, policy: KeepPolicy, plan: BandPlan, threads: int = 1) -> pa.Table:

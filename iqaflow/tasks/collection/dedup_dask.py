@@ -2,7 +2,7 @@
 
 Each input part (a Parquet file, or a slice of a table) emits one record per (band, row); records
 are shuffled by (band, band value) so every LSH bucket lands whole in one partition, which finds and
-confirms its pairs with the same ``lsh.band_pairs`` as the in-memory path. Only the confirmed edges
+confirms its pairs with the same kernel as the in-memory path (``kernel.forest_edges``). Only the edges
 come back; components are computed once on the client, then the members' columns are gathered for
 the kept-image choice. Bands run in rounds so a map task holds at most ``records_per_task`` records.
 With the same band plan the edges' components, hence the output, equal the in-memory path's.
@@ -60,14 +60,14 @@ def _band_records(part: Part, rule: NearRule, masks: np.ndarray, first_band: int
     return pd.DataFrame(out)
 
 
-def _partition_edges(df: pd.DataFrame, rule: NearRule, masks: np.ndarray, first_band: int) -> pd.DataFrame:
+def _partition_edges(df: pd.DataFrame, rule: NearRule, masks: np.ndarray, first_band: int, k: int) -> pd.DataFrame:
     """Confirmed pairs of one shuffled partition: identical hash tuples, then each band's buckets."""
     radii = np.array([r for _, r in rule.radii])
     out_a, out_b = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
     for band, group in df.groupby(_BAND, sort=True):
         rows = group[ROW].to_numpy()
         hashes = np.vstack([as_uint64(group[c].to_numpy()) for c in _hash_names(rule)])
-        a, b = band_edges(rows, hashes, radii, masks[int(band) - first_band])
+        a, b = band_edges(rows, hashes, radii, masks[int(band) - first_band], k)
         out_a.append(a)
         out_b.append(b)
     return pd.DataFrame({_A: np.concatenate(out_a), _B: np.concatenate(out_b)})
@@ -132,7 +132,7 @@ def cluster_edges(parts: list[Part], rule: NearRule, plan: BandPlan, client: obj
         records = dd.from_map(_band_records, parts, rule=rule, masks=chunk, first_band=start, parts=out,
                               enforce_metadata=False)
         shuffled = records.shuffle(on=_DEST, npartitions=out)
-        rounds.append(shuffled.map_partitions(_partition_edges, rule, chunk, start,
+        rounds.append(shuffled.map_partitions(_partition_edges, rule, chunk, start, plan.k,
                                               meta={_A: np.int64, _B: np.int64}))
     # one round at a time: a worker then holds one round's records, whatever the number of bands
     edges = pd.concat([r.compute(scheduler=client.get) for r in rounds], ignore_index=True)  # type: ignore[attr-defined]

@@ -7,12 +7,18 @@ bands with probability ``(1 - p(d)) ** b``: this is ``miss_probability``. ``plan
 smallest ``b`` that keeps the miss at the radius under ``target_miss`` and picks ``k`` to minimise
 the measured cost (one pass over the items per band plus the random pairs that share a band,
 about ``n^2 / 2^(k+1)`` per band). Pairs closer than the radius are missed far less often
-(``miss_probability`` tells how much). Default rule phash <= 10 on 1M hashes: k = 18, b = 254,
-miss 9.8e-4 at distance 10 and 2e-7 at distance 8.
+(``miss_probability`` tells how much). On 1M hashes: phash <= 10 gives k = 16, b = 157, miss 9.8e-4
+at distance 10 and 8e-7 at 8; the default rule's phash <= 14 gives k = 15, b = 487, miss 9.9e-4 at 14.
+
+Bands sample the band hash only. Under an AND rule a band could also sample bits of the second hash;
+for the worst pair the rule accepts (phash 14 and dhash 17 apart) a phash bit agrees with probability
+(50 - i) / (64 - i) after i phash bits and a dhash bit with 47/64, so mixing pays only past 12 phash
+bits: at k = 15 the best mix (13 + 2) needs 474 bands instead of 487 (3% fewer), not worth a second
+key hash in every band, the index and the Dask records.
 
 Exact multi-index hashing was costed against this and not used: at radius 10 on 64 bits, 4 tables
 of 16 bits must each be probed within 2 bits (137 probes) of buckets holding ~15 of 1M hashes, about
-8,000 candidates per hash, against ~1,000 for the 254 sampled bands; finer splits are worse.
+8,000 candidates per hash, against ~1,000 for the sampled bands; finer splits are worse.
 """
 
 from __future__ import annotations
@@ -22,10 +28,13 @@ from math import ceil, comb, log
 
 import numpy as np
 
+from iqaflow.tasks.collection.kernel import forest_edges
+
 HASH_BITS = 64
-# Cost of one random candidate pair (compare, xor, popcount) relative to one item's share of a band's
-# sort: ~20 ns against ~80 ns, measured on 1M hashes (numpy 2.4, 2 shared cores).
-_PAIR_COST = 0.25
+# Cost of one random candidate pair (key check, xor, popcount) relative to one item's share of a band's
+# bucketing in the compiled kernel (kernel.py): ~2.4 ns against ~46 ns, fitted to its time per band at
+# k = 15, 16, 17 on 1M hashes (2 shared cores).
+_PAIR_COST = 0.05
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing multiplier (odd): spreads masked values
 
 
@@ -157,10 +166,17 @@ def identical_tuples(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def band_edges(
-    rows: np.ndarray, hashes: np.ndarray, radii: np.ndarray, mask: np.uint64
+    rows: np.ndarray, hashes: np.ndarray, radii: np.ndarray, mask: np.uint64, k: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Edges among ``rows`` (hashes (c, n)) for one band: identical tuples joined, then ``band_pairs``."""
+    """Edges among ``rows`` (hashes (c, n)) for one band: identical tuples joined, then ``band_pairs``.
+
+    With the plan's ``k`` the compiled kernel gives a spanning forest of those pairs instead (same
+    components, fewer edges); without it every pair comes back (``index.join_new`` filters them).
+    """
     first, inverse = identical_tuples(hashes)
     same = first[inverse] != np.arange(rows.size)
-    a, b = band_pairs(hashes[:, first], radii, mask)
+    if k is None:
+        a, b = band_pairs(hashes[:, first], radii, mask)
+    else:
+        a, b = forest_edges(np.ascontiguousarray(hashes[:, first].T), radii, np.array([mask], np.uint64), k)
     return np.concatenate([rows[same], rows[first][a]]), np.concatenate([rows[first[inverse[same]]], rows[first][b]])

@@ -9,6 +9,10 @@ The run's hash index goes to ``<run>/dedup/index.parquet``. An incremental run w
 an index made with the same rule and policy checks only its new images against it (``join_new``):
 carried images keep their groups unless a newcomer joins or becomes a group's kept image. Size
 outliers are always recomputed over the whole run (they are relative to the collection).
+
+A full regrouping of more than ``CLUSTER_ROWS`` images runs on the Dask scheduler the run names
+(``dask_address``; ``dedup_dask``, same band plan, so the same groups as in one process); smaller runs,
+and runs on the local cluster the flow starts itself (its workers share this machine), stay in process.
 """
 
 from __future__ import annotations
@@ -28,12 +32,18 @@ from iqaflow.schemas.results import COLLECTION_COLUMNS, COLLECTION_FIELDS, GATE_
 from iqaflow.tasks.collection._types import KeepPolicy, NearRule
 from iqaflow.tasks.collection.dedup import group_table, input_columns
 from iqaflow.tasks.collection.index import IndexFile, join_new
-from iqaflow.tasks.collection.lsh import plan_bands
+from iqaflow.tasks.collection.lsh import BandPlan, plan_bands
 from iqaflow.tasks.collection.size import size_columns
 from iqaflow.tasks.io.storage import atomic_write, join, open_fs
 
 INDEX_FILE = ("dedup", "index.parquet")
 TARGET_MISS = 1e-3  # chance that LSH misses a pair at exactly the rule's radius (lsh.plan_bands)
+# Rows from which a run with a named Dask scheduler groups on it. In process the default rule takes
+# ~40 CPU s for 1M rows and grows as rows x bands (~10x at 5M, bench/dedup_scale.py); the cluster path
+# shuffles one 32-byte record per row and band, and took 41 s for 100k rows on 2 local workers
+# against 1.3 s in process, so it pays only where one process would take minutes.
+CLUSTER_ROWS = 2_000_000
+PART_ROWS = 250_000  # rows per map task on the cluster (dedup_dask.group_on_cluster's parts)
 _CARRIED = "part-carried-"
 _SIZE = (Col.ASPECT_RATIO, Col.MEGAPIXELS, Col.SIZE_OUTLIER)
 _TYPES = {f.name: f.type for f in COLLECTION_FIELDS}
@@ -120,9 +130,25 @@ def _write_back(files: list[str], counts: list[int], result: pa.Table) -> int:
     return rewritten
 
 
+def _group(table: pa.Table, rule: NearRule, keep: KeepPolicy, plan: BandPlan, dask_address: str | None) -> pa.Table:
+    """The whole run's groups: on the scheduler at ``dask_address`` for large runs, else in process."""
+    if dask_address is None or table.num_rows <= CLUSTER_ROWS:
+        return group_table(table, rule, keep, plan, 1)
+    from distributed import Client
+
+    from iqaflow.tasks.collection.dedup_dask import group_on_cluster
+
+    with Client(dask_address, set_as_default=False, timeout=60) as client:
+        return group_on_cluster(table, rule, keep, client, target_miss=plan.target_miss, seed=plan.seed,
+                                rows_per_part=PART_ROWS)
+
+
 def duplicate_pass(run_root: str, files: list[str], policy: DuplicatePolicy, directions: Mapping[str, bool],
-                   previous_run: str | None = None) -> DuplicateSummary:
-    """Group the run's images (``files``: its results shards), write the columns and the run's index."""
+                   previous_run: str | None = None, dask_address: str | None = None) -> DuplicateSummary:
+    """Group the run's images (``files``: its results shards), write the columns and the run's index.
+
+    ``dask_address``: the flow's scheduler, used for a full regrouping of more than ``CLUSTER_ROWS`` rows.
+    """
     t0 = time.perf_counter()
     rule, keep = rule_and_policy(policy, directions)
     pieces = [_read(f, input_columns(rule, keep)) for f in files]
@@ -135,7 +161,7 @@ def duplicate_pass(run_root: str, files: list[str], policy: DuplicatePolicy, dir
         result, new_index = _incremental(index, table, carried, files, counts)
     else:
         plan = plan_bands(rule.radius, max(2, table.num_rows), TARGET_MISS, 0)
-        result = group_table(table, rule, keep, plan, 1)
+        result = _group(table, rule, keep, plan, dask_address)
         new_index = IndexFile.build(table, result, rule, keep, plan)
     size = size_columns(table.column(Col.WIDTH), table.column(Col.HEIGHT))
     result = result.drop_columns([c for c in _SIZE if c in result.column_names])
