@@ -159,17 +159,17 @@ def refine_tiles(master: np.ndarray, scan: np.ndarray, h: np.ndarray, passes: in
     mh, mw = m_gray.shape
     corners = [(x, y) for y in range(tile // 2, mh - tile - tile // 2 + 1, step)
                for x in range(tile // 2, mw - tile - tile // 2 + 1, step)]
-    textured = [(x, y) for x, y in corners if float(m_gray[y:y + tile, x:x + tile].std()) >= TILE_MIN_STD]
+    textured = [(x, y, m_gray[y:y + tile, x:x + tile].astype(np.float32)) for x, y in corners
+                if float(m_gray[y:y + tile, x:x + tile].std()) >= TILE_MIN_STD]
     if len(textured) < MIN_TILES:
         return h, None
     window = cv2.createHanningWindow((tile, tile), cv2.CV_32F)
     cc: float | None = None
     for _ in range(passes):
         src, dst, pairs = [], [], []
-        for x, y in textured:
+        for x, y, a in textured:
             # Only the tile is resampled: the scan's pixels under master (x..x+tile, y..y+tile).
             shift = np.array([[1.0, 0.0, x], [0.0, 1.0, y], [0.0, 0.0, 1.0]])
-            a = m_gray[y:y + tile, x:x + tile].astype(np.float32)
             b = cv2.warpPerspective(s_gray, h @ shift, (tile, tile), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                     borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
             (dx, dy), response = cv2.phaseCorrelate(a, b, window)
@@ -195,12 +195,13 @@ def refine_tiles(master: np.ndarray, scan: np.ndarray, h: np.ndarray, passes: in
 
 def register(master: np.ndarray, scan: np.ndarray, method: Method = "tiles") -> Registration:
     """Register ``scan`` onto ``master`` (any dtype, gray or colour)."""
-    h, inliers, rmse = feature_homography(master, scan)
+    m8, s8 = _gray_u8(master), _gray_u8(scan)  # once: features and tiles both work on 8-bit gray
+    h, inliers, rmse = feature_homography(m8, s8)
     cc = None
     if method == "ecc":
         h, cc = refine_ecc(master, scan, h)
     elif method == "tiles":
-        h, cc = refine_tiles(master, scan, h)
+        h, cc = refine_tiles(m8, s8, h)
     return Registration(h, inliers, rmse, cc)
 
 
