@@ -237,9 +237,9 @@ class PiqPairScorer(Scorer):
     cpu_metric: ClassVar[PairMetric | None] = None
 
     def score_pairs(self, images: Sequence[np.ndarray], references: Sequence[np.ndarray]) -> np.ndarray:
-        import torch
         fast = type(self).cpu_metric
-        if fast is not None and torch.device(self.device).type == "cpu":
+        # Device type from the string ("cpu", "cpu:0", "cuda:1"): the OpenCV path never imports torch.
+        if fast is not None and str(self.device).split(":")[0] == "cpu":
             _check_pairs(images, references)
             values = [fast(img, ref) for img, ref in zip(images, references, strict=True)]
             return np.asarray(values, dtype=np.float64).reshape(-1, 1)
