@@ -171,6 +171,19 @@ def find_streaks(residual: np.ndarray, flat: np.ndarray, dpi: float) -> list[Lin
     return out
 
 
+def streak_contrast(img: np.ndarray, flat: np.ndarray, box: tuple[int, int, int, int]) -> float:
+    """Median of ``img`` over a streak's ``flat`` pixels less that over those of the columns beside it (the
+    streak's change over its whole extent, which a profile's segment can overstate)."""
+    x, y, w, h = box
+    pad = max(3, w)
+    inside = img[y:y + h, x:x + w][flat[y:y + h, x:x + w]]
+    cols = np.r_[max(0, x - 2 * pad):max(0, x - pad), x + w + pad:min(img.shape[1], x + w + 2 * pad)]
+    beside = img[y:y + h, cols][flat[y:y + h, cols]]
+    if inside.size == 0 or beside.size == 0:
+        return 0.0
+    return float(np.median(inside) - np.median(beside))
+
+
 def _extent(residual: np.ndarray, x0: int, x1: int, y0: int, y1: int, seg: int) -> tuple[int, int]:
     """Refine a streak's rows: where its contrast to the neighbouring columns (smoothed along it) stays above
     ``EXTENT_LEVEL`` of its median, searched up to a segment beyond the flagged segments."""

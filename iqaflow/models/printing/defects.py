@@ -177,18 +177,6 @@ def _explained(level: float, alt: float) -> float:
     return float(np.sign(level) * min(abs(level), abs(alt))) if level * alt > 0 else 0.0
 
 
-def _streak_contrast(img: np.ndarray, flat: np.ndarray, box: tuple[int, int, int, int]) -> float:
-    """Median of ``img`` over a streak's ``flat`` pixels less that over those of the columns beside it."""
-    x, y, w, h = box
-    pad = max(3, w)
-    inside = img[y:y + h, x:x + w][flat[y:y + h, x:x + w]]
-    cols = np.r_[max(0, x - 2 * pad):max(0, x - pad), x + w + pad:min(img.shape[1], x + w + 2 * pad)]
-    beside = img[y:y + h, cols][flat[y:y + h, cols]]
-    if inside.size == 0 or beside.size == 0:
-        return 0.0
-    return float(np.median(inside) - np.median(beside))
-
-
 def inspect(scan: np.ndarray, master: np.ndarray, dpi: float, offset: tuple[int, int] = (0, 0),
             noise: NoiseModel | None = None) -> Inspection:
     """Defects and page metrics of a registered ``scan`` against ``master`` (same shape) at ``dpi``.
@@ -282,8 +270,8 @@ def inspect(scan: np.ndarray, master: np.ndarray, dpi: float, offset: tuple[int,
             # the residual of either tone fit.
             # Less ink shows only where there is ink: a lighter streak is measured over inked flat pixels.
             sel = flat & (depth >= MIN_INK_DEPTH) if level > 0 else flat
-            level = _explained(level, _streak_contrast(resid, sel, ln.box))
-            level = _explained(level, _streak_contrast(resid + tone_gap, sel, ln.box))
+            level = _explained(level, print_lines.streak_contrast(resid, sel, ln.box))
+            level = _explained(level, print_lines.streak_contrast(resid + tone_gap, sel, ln.box))
         defects.append(Defect(ln.kind, to_master(ln.box), area, ln.z, -level / 2.55))
 
     # 3b. Local components.
