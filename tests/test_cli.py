@@ -46,6 +46,22 @@ def test_help_everywhere_with_examples() -> None:
     assert sc.returncode == 0 and "Examples" in sc.stdout and "--shard-size" in sc.stdout
 
 
+def test_help_paragraphs_reflow_in_80_columns() -> None:
+    # A docstring's own line breaks must not survive into the help: in rich mode each wrapped source line
+    # became a short terminal line ("direction) or one" on a line of its own).
+    res = subprocess.run([sys.executable, "-m", "iqaflow", "gates", "suggest", "--help"], capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "COLUMNS": "80"})
+    text = res.stdout.split("Usage:", 1)[1].split("\u256d", 1)[0]  # description, before the first box
+    paragraphs: list[list[str]] = [[]]
+    for line in text.splitlines()[1:]:  # after the usage line
+        (paragraphs[-1].append(line.strip()) if line.strip() else paragraphs.append([]))
+    paragraphs = [p for p in paragraphs if p]
+    assert res.returncode == 0 and len(paragraphs) >= 2, res.stdout
+    for body in paragraphs:
+        # Every line but a paragraph's last fills most of the 78 usable columns.
+        assert all(len(ln) >= 60 for ln in body[:-1]), body
+
+
 def test_bad_config_exits_non_zero_with_one_line(tmp_path: Path) -> None:
     cfg = tmp_path / "run.yaml"
     cfg.write_text("shard_size: -3\n")

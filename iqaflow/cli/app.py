@@ -23,6 +23,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Markdown joins a docstring's wrapped lines, so help paragraphs reflow to the terminal's width.
+    rich_markup_mode="markdown",
 )
 
 
