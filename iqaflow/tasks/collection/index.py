@@ -26,8 +26,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from iqaflow.schemas.results import Col
-from iqaflow.tasks.collection._types import KeepPolicy, NearRule
-from iqaflow.tasks.collection.dedup import exact_edges, input_columns, rule_hashes
+from iqaflow.tasks.collection._types import KeepPolicy, NearRule, rule_hashes
+from iqaflow.tasks.collection.dedup import exact_edges, input_columns
 from iqaflow.tasks.collection.groups import ROW, components, member_rows, result_table
 from iqaflow.tasks.collection.lsh import BandPlan, band_edges
 
@@ -93,7 +93,7 @@ def _new_near_edges(hashes: np.ndarray, valid: np.ndarray, n_old: int, rule: Nea
         maybe = old[bitmap[((old_keys * _MIX) >> np.uint64(64 - q)).astype(np.intp)]]
         near_old = maybe[np.isin(hashes[0, maybe] & mask, new_keys)]
         subset = np.concatenate([near_old, new])
-        a, b = band_edges(subset, hashes[:, subset], radii, mask)
+        a, b = band_edges(subset, hashes[:, subset], radii, mask, abstain=np.array(rule.abstain))
         touches = (a >= n_old) | (b >= n_old)
         out_a.append(a[touches])
         out_b.append(b[touches])
