@@ -4,10 +4,11 @@ Tuning set: variants of Kodak (24) and clive-subset (400), plus look-alike crops
 same-scene look-alikes too (CLIVE's 644/645 sunset and 822/823 party shots), the kind of negative that
 breaks global hashes. Every candidate rule (one hash within r, or two hashes each within their radius) is
 scored there, and the shipped rule is chosen there among (phash <= r1, dhash <= r2, chroma_hash <= r3 or
-no colour check), chroma_hash being the verification stage (abstains when either image is grayscale):
-the highest worst-transformation recall over dupkit.NEAR whose pairwise precision stays >= 0.995 in 95%
-of bootstrap resamples of the tuning originals (a look-alike pair of originals costs up to 11 x 11 false
-pairs, so the point precision of one set says little about another; the resampled 5th percentile does),
+no colour check; r1 <= 15, the band radius the 1M-hash time goal affords), chroma_hash being the
+verification stage (abstains when either image is grayscale): the highest worst-transformation recall
+over dupkit.NEAR whose pairwise precision stays >= 0.995 in 95% of bootstrap resamples of the tuning
+originals (a look-alike pair of originals costs up to 11 x 11 false pairs, so the point precision of one
+set says little about another; the resampled 5th percentile does),
 then the smallest radii. The chosen rule is then only REPORTED on variants of a seeded sample of
 BIQ2021-test (held out), next to cleanvision's near-duplicate finder on the same files (installed aside:
 pip install --target /tmp/benchdeps_cv cleanvision; never an iqaflow dependency).
@@ -97,6 +98,10 @@ PRECISION_TARGET = 0.995
 BOOTSTRAP, BOOT_QUANTILE = 200, 5  # resamples of the tuning originals; the precision percentile that must pass
 MAX_R3 = 20  # chroma_hash radii tried; index MAX_R3 + 1 stands for "no colour check"
 MAX_RV = 20  # phash and dhash radii tried with it (the chosen ones sit well inside)
+# The band (phash) radius the 1M-hash goal affords (<= 60 s on this 2-core machine, bench/dedup_scale.py):
+# LSH cost grows with it (lsh.plan_bands' model: 1.0, 1.43, 2.0 at 14, 15, 16); phash <= 14 took 40 CPU s,
+# phash <= 16 took 109 CPU s (99 s on two threads), so 15 is the widest kept.
+MAX_BAND_R = 15
 
 
 def hash_items(items: list[dupkit.Item]) -> tuple[dict[str, np.ndarray], list[str]]:
@@ -262,9 +267,10 @@ def search_verified(D: dict[str, np.ndarray], lab: Labels, items: list[dupkit.It
 
 
 def choose_robust(rules: list[dict], verified: bool = True) -> dict:
-    """Highest worst-transformation recall whose bootstrap precision percentile clears PRECISION_TARGET."""
+    """Highest worst-transformation recall whose bootstrap precision percentile clears PRECISION_TARGET,
+    among rules whose band radius fits the scale goal (MAX_BAND_R)."""
     key = f"precision_p{BOOT_QUANTILE}"
-    pool = [r for r in rules if verified or VERIFY not in r["rule"]]
+    pool = [r for r in rules if (verified or VERIFY not in r["rule"]) and r["rule"]["phash"] <= MAX_BAND_R]
     ok = [r for r in pool if r[key] >= PRECISION_TARGET] or [max(pool, key=lambda r: r[key])]
     return max(ok, key=lambda r: (r["min_recall_near"], -sum(r["rule"].values()), -len(r["rule"])))
 
@@ -436,11 +442,11 @@ def main() -> None:
     sp = speed()
     print("\nspeed:", sp)
     result = {
-        "chosen_rule": best["rule"], "band_on": min(best["rule"], key=best["rule"].get),
+        "chosen_rule": best["rule"], "band_on": next(iter(best["rule"])),
         "precision_target_tuning": PRECISION_TARGET, "seed": args.seed,
         "selection": f"highest worst-NEAR recall with bootstrap p{BOOT_QUANTILE} precision >= {PRECISION_TARGET} "
-                     f"({BOOTSTRAP} resamples of the tuning originals) among phash/dhash radii and chroma_hash "
-                     "radius or none",
+                     f"({BOOTSTRAP} resamples of the tuning originals) among phash <= {MAX_BAND_R} (scale goal), "
+                     "dhash radii and chroma_hash radius or none",
         "without_colour_rule": pair_only["rule"], "earlier_rule": previous["rule"],
         "tuning": {"originals": len(tune_src), "items": len(tune), "distances": dists, "banding": bands,
                    "best_any_candidate": tried["rule"],

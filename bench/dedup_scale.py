@@ -3,9 +3,9 @@
     .venv/bin/python bench/dedup_scale.py [--n 1000000] [--threads 1 2] [--default-rule]
 
 ``--default-rule`` adds one run per thread count with the runs' default rule (fingerprints.NEAR_RULE:
-phash <= 16, dhash <= 17, chroma_hash <= 8; dhash and chroma_hash planted within their radii of the
-base like phash, and 5% of rows grayscale, chroma_hash 0, which the colour check lets through). The 2 cores are shared:
-check ``uptime`` first, timings taken beside another job are not the pass's own.
+phash <= 14, dhash <= 20, chroma_hash <= 7; dhash and chroma_hash planted within their radii of the
+base like phash, and 5% of rows grayscale, chroma_hash 0, which the colour check lets through). The 2
+cores are shared: check ``uptime`` first, timings taken beside another job are not the pass's own.
 
 The grouping runs in a child process so its peak RSS (ru_maxrss) is the pass's own. Planted groups:
 a random base hash and 1-5 members, each the base with u ~ U{0..r} distinct bits flipped (so every

@@ -17,8 +17,7 @@ int64 range (the uint64 bit pattern), the type Arrow and Parquet handle best.
 ``bench/dedup.py`` measured which hashes and radii separate duplicates from look-alikes (tuned on
 Kodak + clive-subset variants): ``NEAR_RULE`` (every listed distance within its radius), candidates found
 by LSH bands over ``NEAR_BAND``. Global 64-bit hashes reach it for resize, re-encoding, brightness,
-contrast, 2-3 degree rotation and centred crops; a 7-10% crop from one edge is their limit (~93% recall
-on tuning with the colour check, which lets the luma radii widen at the same precision).
+contrast, 2-3 degree rotation and centred crops; a 7-10% crop from one edge is their limit (~90% recall).
 
 ``chroma_hash`` is the verification stage's signature: the colour layout the luma hashes cannot see. The
 same scene shot twice (another moment, white balance, exposure) often has a near pHash and dHash but

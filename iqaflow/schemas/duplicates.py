@@ -1,7 +1,7 @@
 """The gate file's ``duplicates:`` section: how the collection pass groups images and which one it keeps.
 
     duplicates:
-      near: {phash: 16, dhash: 17, chroma_hash: 8}  # every listed Hamming distance within its radius;
+      near: {phash: 14, dhash: 20, chroma_hash: 7}  # every listed Hamming distance within its radius;
                                                      # the first (phash) is banded, the others verify
       keep: [iqaflow_nr, pixels, uri]  # the first image by these keys is kept, the others are duplicates
 
@@ -27,8 +27,8 @@ HASH_COLUMNS = (Col.PHASH, Col.DHASH, Col.CHROMA_HASH)
 # image has 0 (or has no such column, as runs scored before it existed). Never the banded (first) hash.
 ABSTAINING = frozenset({Col.CHROMA_HASH})
 # The default near-duplicate rule, chosen on labelled variants of the tuning set (bench/dedup.py): LSH
-# candidates within phash 16, confirmed by dhash 17, verified by the colour layout (chroma_hash 8).
-NEAR_RULE: dict[str, int] = {"phash": 16, "dhash": 17, "chroma_hash": 8}
+# candidates within phash 14, confirmed by dhash 20, verified by the colour layout (chroma_hash 7).
+NEAR_RULE: dict[str, int] = {"phash": 14, "dhash": 20, "chroma_hash": 7}
 
 
 class DuplicatePolicy(BaseModel):

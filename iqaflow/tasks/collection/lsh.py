@@ -8,11 +8,11 @@ smallest ``b`` that keeps the miss at the radius under ``target_miss`` and picks
 the measured cost (one pass over the items per band plus the random pairs that share a band,
 about ``n^2 / 2^(k+1)`` per band). Pairs closer than the radius are missed far less often
 (``miss_probability`` tells how much). On 1M hashes: phash <= 10 gives k = 16, b = 157, miss 9.8e-4
-at distance 10 and 8e-7 at 8; phash <= 14 gives k = 15, b = 487, and the default rule's phash <= 16
-k = 14, b = 682, miss 1.0e-3 at 16.
+at distance 10 and 8e-7 at 8; the default rule's phash <= 14 gives k = 15, b = 487, miss 9.9e-4 at 14
+(phash <= 16 would need k = 14, b = 682: 2.7x the CPU time at 1M, over the scale goal).
 
 Bands sample the band hash only. Under an AND rule a band could also sample bits of the second hash;
-for the worst pair the earlier rule accepted (phash 14 and dhash 17 apart) a phash bit agrees with probability
+for the worst pair of an earlier rule (phash 14 and dhash 17 apart) a phash bit agrees with probability
 (50 - i) / (64 - i) after i phash bits and a dhash bit with 47/64, so mixing pays only past 12 phash
 bits: at k = 15 the best mix (13 + 2) needs 474 bands instead of 487 (3% fewer), not worth a second
 key hash in every band, the index and the Dask records.
