@@ -159,6 +159,24 @@ def test_kernel_forest_has_the_components_of_all_pairs() -> None:
     assert np.unique(ref).size < h.shape[0] - 2000  # the planted pairs are there to find
 
 
+def test_kernel_started_from_given_groups_never_joins_two_given_rows() -> None:
+    """Incremental use: rows below ``fixed`` keep their groups; only pairs touching a later row join."""
+    rng = np.random.default_rng(7)
+    base = rng.integers(0, 2**64, 3, dtype=np.uint64)
+    # o1 ~ o2 (within the radius, but given as separate groups), n ~ o1 and n ~ o2; a far pair p1 ~ p2 of old rows
+    o1, o2 = base[0], _flip(rng, base[0], 3)
+    n = _flip(rng, base[0], 2)
+    p1, p2 = base[1], _flip(rng, base[1], 2)
+    h = np.array([[o1], [o2], [p1], [p2], [n]], dtype=np.uint64)
+    plan = plan_bands(6, 5, EXACT)
+    groups = np.array([0, 1, 2, 3, -1])
+    a, b = forest_edges(h, np.array([6]), plan.masks, plan.k, None, groups, fixed=4)
+    pairs = {frozenset(e) for e in zip(a.tolist(), b.tolist(), strict=True)}
+    assert pairs == {frozenset({0, 4}), frozenset({1, 4})}  # n bridges o1 and o2; p1, p2 and o1-o2 stay apart
+    a, b = forest_edges(h, np.array([6]), plan.masks, plan.k, None, np.array([0, 0, 2, 3, -1]), fixed=4)
+    assert len(a) == 1 and {int(a[0]), int(b[0])} in ({0, 4}, {1, 4})  # o1, o2 given as one group: one edge
+
+
 def test_threads_split_bands_without_changing_groups() -> None:
     t = _collection(3000, seed=4)
     rule = {"phash": 10, "dhash": 12}
