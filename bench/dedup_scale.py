@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/dedup_scale.py [--n 1000000] [--threads 1 2] [--default-rule]
 
-``--default-rule`` adds one run per thread count with the runs' default rule (phash <= 14 and
-dhash <= 17; dhash planted within 17 of its base like phash within 14). The 2 cores are shared:
-check ``uptime`` first, timings taken beside another job are not the pass's own.
+``--default-rule`` adds one run per thread count with the runs' default rule (fingerprints.NEAR_RULE:
+phash <= 14, dhash <= 20, chroma_hash <= 7; dhash and chroma_hash planted within their radii of the
+base like phash, and 5% of rows grayscale, chroma_hash 0, which the colour check lets through). The 2
+cores are shared: check ``uptime`` first, timings taken beside another job are not the pass's own.
 
 The grouping runs in a child process so its peak RSS (ru_maxrss) is the pass's own. Planted groups:
 a random base hash and 1-5 members, each the base with u ~ U{0..r} distinct bits flipped (so every
@@ -44,10 +45,11 @@ def _flips(rng: np.random.Generator, count: int, radius: int) -> np.ndarray:
     return flips
 
 
-def synthetic(n: int, seed: int = 0, radius: int = RADIUS,
-              dhash_radius: int | None = None) -> tuple[pa.Table, np.ndarray]:
+def synthetic(n: int, seed: int = 0, radius: int = RADIUS, dhash_radius: int | None = None,
+              chroma_radius: int | None = None) -> tuple[pa.Table, np.ndarray]:
     """The table, and the planted group of each row (-1: background). With ``dhash_radius`` a dhash
-    column is planted the same way (members within that radius of their base's dhash)."""
+    column is planted the same way (members within that radius of their base's dhash); with
+    ``chroma_radius`` a chroma_hash column too, 0 (grayscale: no colour evidence) on 5% of rows."""
     rng = np.random.default_rng(seed)
     h = rng.integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, n, dtype=np.int64).view(np.uint64)
     planted = np.full(n, -1, dtype=np.int64)
@@ -62,6 +64,10 @@ def synthetic(n: int, seed: int = 0, radius: int = RADIUS,
     d = rng.integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, n, dtype=np.int64).view(np.uint64)
     if dhash_radius is not None:
         d[rows[is_member]] = d[base_row[is_member]] ^ _flips(rng, rows.size, dhash_radius)[is_member]
+    c = rng.integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, n, dtype=np.int64).view(np.uint64)
+    if chroma_radius is not None:
+        c[rows[is_member]] = c[base_row[is_member]] ^ _flips(rng, rows.size, chroma_radius)[is_member]
+        c[rng.random(n) < 0.05] = 0
     planted[rows] = group
     pixel = rng.integers(0, 2**62, n).astype(np.uint64)
     copies = rng.choice(np.flatnonzero(planted < 0), n // 100, replace=False)  # keep planted bases intact
@@ -69,6 +75,7 @@ def synthetic(n: int, seed: int = 0, radius: int = RADIUS,
     fresh = planted[source] < 0  # a copy of a background row plants a group of its own
     planted[source[fresh]] = sizes.size + np.arange(int(fresh.sum()))
     h[copies], d[copies], pixel[copies], planted[copies] = h[source], d[source], pixel[source], planted[source]
+    c[copies] = c[source]
     table = pa.table({
         "image_id": pa.array([f"img{i:07d}" for i in range(n)]),
         "uri": pa.array([f"s3://bucket/img{i:07d}.jpg" for i in range(n)]),
@@ -78,6 +85,7 @@ def synthetic(n: int, seed: int = 0, radius: int = RADIUS,
         "pixel_hash": pa.array([f"{x:032x}" for x in pixel.tolist()]),
         "phash": h.view(np.int64),
         "dhash": d.view(np.int64),
+        **({"chroma_hash": c.view(np.int64)} if chroma_radius is not None else {}),
         "iqaflow_nr": rng.random(n),
     })
     return table, planted
@@ -87,7 +95,8 @@ def _run(n: int, threads: int, queue: mp.Queue, rule: dict[str, int] | None = No
     from iqaflow.tasks.collection.dedup import group_duplicates
 
     rule = rule or {"phash": RADIUS}
-    table, planted = synthetic(n, radius=rule["phash"], dhash_radius=rule.get("dhash"))
+    table, planted = synthetic(n, radius=rule["phash"], dhash_radius=rule.get("dhash"),
+                               chroma_radius=rule.get("chroma_hash"))
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0, cpu0 = time.perf_counter(), time.process_time()
     out = group_duplicates(table, rule, threads=threads)
@@ -218,7 +227,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="one run (child process) per value")
     parser.add_argument("--default-rule", action="store_true",
-                        help="also time the runs' default rule (fingerprints.NEAR_RULE: phash and dhash radii)")
+                        help="also time the runs' default rule (fingerprints.NEAR_RULE)")
     args = parser.parse_args()
     load = os.getloadavg()  # 1-minute load above ~0.5 means another job shares the 2 cores
     runs = [{"threads": threads, **_child(args.n, threads)} for threads in args.threads]

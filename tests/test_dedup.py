@@ -13,6 +13,7 @@ import pytest
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from iqaflow.errors import ConfigError
 from iqaflow.schemas.duplicates import DuplicatePolicy
 from iqaflow.schemas.results import Col
 from iqaflow.tasks.collection import (
@@ -43,14 +44,18 @@ def _flip(rng: np.random.Generator, h: np.uint64, bits: int) -> np.uint64:
 
 
 def _collection(n: int = 3000, seed: int = 0) -> pa.Table:
-    """Random phash/dhash, planted near groups (<= 12 bits off a base), exact copies, error rows."""
+    """Random phash/dhash/chroma_hash, planted near groups (<= 12 bits off a base), exact copies, error
+    rows; chroma_hash is 0 (grayscale: the colour check abstains) on a tenth of the rows."""
     rng = np.random.default_rng(seed)
     ph = rng.integers(0, 2**64, n, dtype=np.uint64)
     dh = rng.integers(0, 2**64, n, dtype=np.uint64)
+    ch = rng.integers(0, 2**64, n, dtype=np.uint64)
     for _ in range(n // 8):
         base = rng.integers(n)
         for j in rng.integers(0, n, rng.integers(1, 4)):
             ph[j], dh[j] = _flip(rng, ph[base], rng.integers(0, 13)), _flip(rng, dh[base], rng.integers(0, 15))
+            ch[j] = _flip(rng, ch[base], rng.integers(0, 10))
+    ch[rng.random(n) < 0.1] = 0
     pixel = np.array([f"{x:032x}" for x in rng.integers(0, 2**62, n)], dtype=object)
     copies = rng.integers(0, n, n // 20)
     pixel[copies] = pixel[rng.integers(0, n, copies.size)]
@@ -65,15 +70,21 @@ def _collection(n: int = 3000, seed: int = 0) -> pa.Table:
         Col.PIXEL_HASH: pa.array(pixel, mask=bad),
         Col.PHASH: pa.array(ph.view(np.int64), mask=bad),
         Col.DHASH: pa.array(dh.view(np.int64), mask=bad),
+        Col.CHROMA_HASH: pa.array(ch.view(np.int64), mask=bad),
         "iqaflow_nr": rng.random(n),
     })
 
 
 def _brute_groups(t: pa.Table, radii: dict[str, int]) -> set[frozenset[int]]:
-    """Components of all pairs: same pixel_hash, or every listed hash within its radius."""
+    """Components of all pairs: same pixel_hash, or every listed hash within its radius (chroma_hash: or
+    0 on either side, whether 0, null or absent: no colour evidence)."""
     adj = np.zeros((t.num_rows, t.num_rows), dtype=bool)
     near = np.ones_like(adj)
     for name, r in radii.items():
+        if name == Col.CHROMA_HASH:
+            h = (t.column(name).fill_null(0).to_numpy() if name in t.column_names else np.zeros(t.num_rows, np.int64))
+            near &= (np.bitwise_count((h[:, None] ^ h[None, :]).view(np.uint64)) <= r) | (h == 0)[:, None] | (h == 0)
+            continue
         col = t.column(name)
         h = col.fill_null(0).to_numpy().view(np.uint64)
         ok = col.is_valid().to_numpy(zero_copy_only=False)
@@ -94,12 +105,29 @@ def _groups(out: pa.Table) -> set[frozenset[int]]:
     return {frozenset(v) for v in by.values()}
 
 
-@pytest.mark.parametrize("rule", [{"phash": 10}, {"phash": 10, "dhash": 12}])
+VERIFIED = {"phash": 10, "dhash": 12, "chroma_hash": 6}  # with the colour check, which abstains on 0
+
+
+@pytest.mark.parametrize("rule", [{"phash": 10}, {"phash": 10, "dhash": 12}, VERIFIED])
 def test_groups_equal_all_pairs_reference(rule: dict[str, int]) -> None:
     t = _collection()
     out = group_duplicates(t, rule, target_miss=EXACT)
     assert _groups(out) == _brute_groups(t, rule)
     assert out.column(Col.IMAGE_ID).equals(t.column(Col.IMAGE_ID))
+
+
+def test_colour_check_vetoes_pairs_and_abstains_without_colour() -> None:
+    t = _collection()
+    luma_only = _groups(group_duplicates(t, {"phash": 10, "dhash": 12}, target_miss=EXACT))
+    verified = _groups(group_duplicates(t, VERIFIED, target_miss=EXACT))
+    assert verified != luma_only and sum(map(len, verified)) < sum(map(len, luma_only))  # some pairs vetoed
+    # a run scored before chroma_hash existed (no column, or nulls) groups as if the check were not there
+    without = group_duplicates(t.drop_columns([Col.CHROMA_HASH]), VERIFIED, target_miss=EXACT)
+    assert _groups(without) == luma_only
+    nulls = t.set_column(t.schema.get_field_index(Col.CHROMA_HASH), Col.CHROMA_HASH, pa.nulls(t.num_rows, pa.int64()))
+    assert _groups(group_duplicates(nulls, VERIFIED, target_miss=EXACT)) == luma_only
+    with pytest.raises(ConfigError, match="must not abstain"):
+        NearRule.parse({"chroma_hash": 6, "phash": 10})
 
 
 def _planted_hashes(n: int, seed: int, radii: tuple[int, int]) -> np.ndarray:
@@ -129,6 +157,24 @@ def test_kernel_forest_has_the_components_of_all_pairs() -> None:
     got = connected_components(coo_matrix((np.ones(a.size), (a, b)), shape=(h.shape[0],) * 2), directed=False)[1]
     assert np.unique(np.c_[ref, got], axis=0).shape[0] == np.unique(ref).size == np.unique(got).size
     assert np.unique(ref).size < h.shape[0] - 2000  # the planted pairs are there to find
+
+
+def test_kernel_started_from_given_groups_never_joins_two_given_rows() -> None:
+    """Incremental use: rows below ``fixed`` keep their groups; only pairs touching a later row join."""
+    rng = np.random.default_rng(7)
+    base = rng.integers(0, 2**64, 3, dtype=np.uint64)
+    # o1 ~ o2 (within the radius, but given as separate groups), n ~ o1 and n ~ o2; a far pair p1 ~ p2 of old rows
+    o1, o2 = base[0], _flip(rng, base[0], 3)
+    n = _flip(rng, base[0], 2)
+    p1, p2 = base[1], _flip(rng, base[1], 2)
+    h = np.array([[o1], [o2], [p1], [p2], [n]], dtype=np.uint64)
+    plan = plan_bands(6, 5, EXACT)
+    groups = np.array([0, 1, 2, 3, -1])
+    a, b = forest_edges(h, np.array([6]), plan.masks, plan.k, None, groups, fixed=4)
+    pairs = {frozenset(e) for e in zip(a.tolist(), b.tolist(), strict=True)}
+    assert pairs == {frozenset({0, 4}), frozenset({1, 4})}  # n bridges o1 and o2; p1, p2 and o1-o2 stay apart
+    a, b = forest_edges(h, np.array([6]), plan.masks, plan.k, None, np.array([0, 0, 2, 3, -1]), fixed=4)
+    assert len(a) == 1 and {int(a[0]), int(b[0])} in ({0, 4}, {1, 4})  # o1, o2 given as one group: one edge
 
 
 def test_threads_split_bands_without_changing_groups() -> None:
@@ -210,7 +256,7 @@ def test_size_outliers_match_a_numpy_iqr_reference() -> None:
 
 def test_incremental_join_equals_grouping_everything(tmp_path: Path) -> None:
     t = _collection(2400, seed=1)
-    rule, policy = NearRule.parse({"phash": 10, "dhash": 12}), KeepPolicy()
+    rule, policy = NearRule.parse({"phash": 10, "dhash": 12, "chroma_hash": 6}), KeepPolicy()
     full = group_duplicates(t, rule, target_miss=EXACT)
     old, new = t.slice(0, 1600), t.slice(1600)
     first = group_duplicates(old, rule, target_miss=EXACT)
@@ -250,7 +296,7 @@ def test_dask_path_equals_in_memory_path(tmp_path: Path, scheduler: str) -> None
     from distributed import Client
 
     t = _collection(2000, seed=2)
-    rule = {"phash": 10, "dhash": 12}
+    rule = VERIFIED
     expected = group_duplicates(t, rule)
     paths = []
     for k, start in enumerate(range(0, t.num_rows, 700)):

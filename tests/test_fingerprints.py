@@ -136,7 +136,7 @@ def test_near_rule_on_a_labelled_kodak_set(tmp_path: Path) -> None:
     assert len(items) == 6 * (1 + len(dupkit.TRANSFORMS) + 2)
     prints = [fp.fingerprints(decode(Path(it.path).read_bytes()).pixels) for it in items]
     cols = {k: np.array([getattr(p, k) for p in prints]) for k in fp.NEAR_RULE}
-    near = np.logical_and.reduce([fp.hamming(cols[k][:, None], cols[k][None, :]) <= r for k, r in fp.NEAR_RULE.items()])
+    near = fp.near_matrix(cols)
     m = dupkit.pair_metrics(items, near)
     assert all(m["recall"][t] == 1.0 for t in dupkit.TRANSFORMS if t != "crop_side"), m["recall"]
     assert m["recall"]["crop_side"] >= 4 / 6, m["recall"]
@@ -153,3 +153,41 @@ def test_dupkit_is_deterministic(tmp_path: Path) -> None:
     b = dupkit.build_set([src], tmp_path / "b", seed=3)
     assert [(x.transform, x.param) for x in a] == [(y.transform, y.param) for y in b]
     assert all(Path(x.path).read_bytes() == Path(y.path).read_bytes() for x, y in zip(a[1:], b[1:], strict=True))
+
+
+def _chroma_reference(rgb: np.ndarray, t: float = 0.03, eps: float = 0.05) -> int:
+    """chroma_hash by hand: block means of a 4x4 grid (sides divisible by 4), BT.601 luma, 2 bits a value."""
+    h, w = rgb.shape[:2]
+    cells = rgb.astype(np.float64).reshape(4, h // 4, 4, w // 4, 3).mean(axis=(1, 3)) / 255
+    y = 0.299 * cells[..., 0] + 0.587 * cells[..., 1] + 0.114 * cells[..., 2]
+    values = list(((cells[..., 2] - y) / (y + eps)).ravel()) + list(((cells[..., 0] - y) / (y + eps)).ravel())
+    value = 0
+    for v in values:  # first bit most significant: (above +t, below -t) per value
+        value = (value << 2) | (int(v > t) << 1) | int(v < -t)
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def test_chroma_hash_matches_a_reference_and_abstains_on_gray() -> None:
+    """Bits equal the hand-computed reference; brightness keeps the colour layout, a colour cast does not."""
+    rgb = _photo(3)
+    assert fp.chroma_hash(rgb) == _chroma_reference(rgb)
+    assert fp.chroma_hash(np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])) == fp.chroma_hash(rgb)
+    assert fp.chroma_hash(rgb.astype(np.uint16) * 257) == fp.chroma_hash(rgb)  # bit depth is not colour
+    gray = rgb[:, :, 1]
+    assert fp.chroma_hash(gray) == fp.chroma_hash(np.dstack([gray] * 3)) == fp.chroma_hash(gray[:, :, None]) == 0
+    darker = (rgb * 0.87).astype(np.uint8)  # brightness -13%: chromaticity (B - Y) / Y barely moves
+    assert fp.hamming(fp.chroma_hash(darker), fp.chroma_hash(rgb)) <= 4
+    cast = rgb.astype(np.float64) * [0.8, 0.95, 1.25]  # bluer: white balance of another shot
+    assert fp.hamming(fp.chroma_hash(np.clip(cast, 0, 255).astype(np.uint8)), fp.chroma_hash(rgb)) > 8
+    prints = fp.fingerprints(rgb)
+    assert prints.chroma_hash == fp.chroma_hash(rgb)
+
+
+def test_near_matrix_lets_a_grayscale_copy_through_the_colour_check() -> None:
+    rgb = _photo(4)
+    gray = np.asarray(Image.fromarray(rgb).convert("L"))
+    other = np.ascontiguousarray(rgb[:, ::-1])  # mirrored: another picture for the luma hashes
+    prints = [fp.fingerprints(x) for x in (rgb, gray, other)]
+    cols = {k: np.array([getattr(p, k) for p in prints]) for k in fp.NEAR_RULE}
+    near = fp.near_matrix(cols)
+    assert cols["chroma_hash"][1] == 0 and near[0, 1] and not near[0, 2]

@@ -18,18 +18,27 @@ int64 range (the uint64 bit pattern), the type Arrow and Parquet handle best.
 Kodak + clive-subset variants): ``NEAR_RULE`` (every listed distance within its radius), candidates found
 by LSH bands over ``NEAR_BAND``. Global 64-bit hashes reach it for resize, re-encoding, brightness,
 contrast, 2-3 degree rotation and centred crops; a 7-10% crop from one edge is their limit (~90% recall).
+
+``chroma_hash`` is the verification stage's signature: the colour layout the luma hashes cannot see. The
+same scene shot twice (another moment, white balance, exposure) often has a near pHash and dHash but
+other colours, while every near-duplicate transformation keeps the chromaticity of each region (resize,
+re-encoding, crops and rotation move it little; brightness scales R, G and B together; contrast <= 15%
+desaturates slightly). It is compared only on pairs the luma hashes already admit (a third radius of the
+rule). A grayscale image has no colour evidence: its chroma hash is 0, and the rule's check abstains
+(``schemas.duplicates.ABSTAINING``), so grayscale copies are still grouped by their luma hashes.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from iqaflow.models.colour import to_unit_float
-from iqaflow.schemas.duplicates import NEAR_RULE
+from iqaflow.schemas.duplicates import ABSTAINING, NEAR_RULE
 
 __all__ = ["NEAR_RULE", "fingerprints"]  # the near rule lives with the gate file's duplicates section
 
@@ -43,6 +52,11 @@ _DCT_N, _DCT_K = 32, 8  # pHash: 32x32 image, its 8x8 lowest DCT frequencies
 _n = np.arange(_DCT_N)
 _DCT_ROWS = (2.0 * np.cos(np.pi * np.arange(_DCT_K)[:, None] * (2 * _n[None, :] + 1) / (2 * _DCT_N)))
 _BIT_WEIGHTS = np.uint64(1) << np.arange(HASH_BITS - 1, -1, -1, dtype=np.uint64)
+# chroma_hash: a 4x4 grid of area means, two chromaticities per cell ((B - Y) and (R - Y) over Y + 0.05, so
+# a brightness change that scales R, G and B leaves them), each 2 bits: above +0.03, below -0.03 (neutral:
+# 00). 4 x 4 x 2 x 2 = 64 bits; a sign flip costs 2, a step to or from neutral 1.
+_CHROMA_GRID, _CHROMA_T, _CHROMA_EPS = 4, 0.03, 0.05
+_LUMA = np.array([0.299, 0.587, 0.114])
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,7 @@ class Fingerprints:
     pixel_hash: str  # sha256 of the normalised decoded pixels, first 128 bits as 32 hex characters
     phash: int  # DCT sign pattern: robust to resize, re-encoding, brightness/contrast
     dhash: int  # horizontal gradient signs of a 9x8 image: a second view, which vetoes pHash's look-alikes
+    chroma_hash: int  # colour layout (4x4 cells x 2 chromaticities); 0 for grayscale: the colour veto abstains
 
 
 def pixel_hash(pixels: np.ndarray) -> str:
@@ -113,10 +128,26 @@ def dhash(base: np.ndarray) -> int:
     return bits_to_int(small[:, 1:] > small[:, :-1])
 
 
+def chroma_hash(pixels: np.ndarray) -> int:
+    """Colour layout of decoded pixels as 64 bits (see ``_CHROMA_GRID``); 0 for grayscale or neutral images."""
+    if pixels.ndim != 3 or pixels.shape[2] < 3:
+        return 0  # gray: no colour evidence
+    img = np.ascontiguousarray(pixels[:, :, :3])
+    if img.dtype not in (np.uint8, np.uint16, np.float32):
+        img = to_unit_float(img)
+    cells = to_unit_float(cv2.resize(img, (_CHROMA_GRID, _CHROMA_GRID), interpolation=cv2.INTER_AREA))
+    cells = cells.astype(np.float64)
+    y = cells @ _LUMA
+    chroma = np.concatenate([((cells[..., 2] - y) / (y + _CHROMA_EPS)).ravel(),
+                             ((cells[..., 0] - y) / (y + _CHROMA_EPS)).ravel()])
+    return bits_to_int(np.stack([chroma > _CHROMA_T, chroma < -_CHROMA_T], 1))
+
+
 def fingerprints(pixels: np.ndarray) -> Fingerprints:
     """Every duplicate fingerprint of one decoded image (``Decoded.pixels``)."""
     base = luma_base(pixels)
-    return Fingerprints(pixel_hash=pixel_hash(pixels), phash=phash(base), dhash=dhash(base))
+    return Fingerprints(pixel_hash=pixel_hash(pixels), phash=phash(base), dhash=dhash(base),
+                        chroma_hash=chroma_hash(pixels))
 
 
 def hamming(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
@@ -124,3 +155,19 @@ def hamming(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
     x = np.bitwise_xor(np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64))
     # As uint64: numpy counts the bits of a signed int's absolute value (bitwise_count(-1) == 1).
     return np.bitwise_count(x.view(np.uint64))
+
+
+def near_matrix(cols: Mapping[str, np.ndarray], rule: Mapping[str, int] = NEAR_RULE) -> np.ndarray:
+    """All pairs of a small set under ``rule`` (tests, benchmarks): (n, n) bool, every hash within its radius.
+
+    ``cols``: int64 hashes per column. An abstaining hash (chroma_hash) passes where either image has 0,
+    as in the collection pass (``tasks.collection.kernel``).
+    """
+    out = None
+    for name, radius in rule.items():
+        h = np.asarray(cols[name], dtype=np.int64)
+        ok = hamming(h[:, None], h[None, :]) <= radius
+        if name in ABSTAINING:
+            ok |= (h == 0)[:, None] | (h == 0)[None, :]
+        out = ok if out is None else out & ok
+    return out

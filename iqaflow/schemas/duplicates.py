@@ -1,7 +1,8 @@
 """The gate file's ``duplicates:`` section: how the collection pass groups images and which one it keeps.
 
     duplicates:
-      near: {phash: 14, dhash: 17}     # every listed Hamming distance within its radius; phash is banded
+      near: {phash: 14, dhash: 20, chroma_hash: 7}  # every listed Hamming distance within its radius;
+                                                     # the first (phash) is banded, the others verify
       keep: [iqaflow_nr, pixels, uri]  # the first image by these keys is kept, the others are duplicates
 
 A ``keep`` entry is a column, optionally followed by ``max`` or ``min``. Without one, a scorer column
@@ -21,9 +22,13 @@ from iqaflow.schemas.results import Col
 PIXELS = "pixels"  # width x height of the original image (the pass derives it)
 _LARGEST = {PIXELS, Col.MEGAPIXELS, Col.BYTES, Col.BIT_DEPTH, Col.WIDTH, Col.HEIGHT}
 _SMALLEST = {Col.URI, Col.IMAGE_ID}
-HASH_COLUMNS = (Col.PHASH, Col.DHASH)
-# The default near-duplicate rule, measured on labelled variants (iqaflow.models.fingerprints' docstring).
-NEAR_RULE: dict[str, int] = {"phash": 14, "dhash": 17}
+HASH_COLUMNS = (Col.PHASH, Col.DHASH, Col.CHROMA_HASH)
+# Hashes whose value 0 means "no evidence" (chroma_hash of a grayscale image): their check passes when either
+# image has 0 (or has no such column, as runs scored before it existed). Never the banded (first) hash.
+ABSTAINING = frozenset({Col.CHROMA_HASH})
+# The default near-duplicate rule, chosen on labelled variants of the tuning set (bench/dedup.py): LSH
+# candidates within phash 14, confirmed by dhash 20, verified by the colour layout (chroma_hash 7).
+NEAR_RULE: dict[str, int] = {"phash": 14, "dhash": 20, "chroma_hash": 7}
 
 
 class DuplicatePolicy(BaseModel):
@@ -40,6 +45,9 @@ class DuplicatePolicy(BaseModel):
                 raise ValueError(f"near: expected hash columns among {', '.join(HASH_COLUMNS)}, got {name!r}")
             if not 0 <= radius <= 24:
                 raise ValueError(f"near: expected a Hamming radius 0-24 of 64 bits for {name!r}, got {radius}")
+        if next(iter(near), None) in ABSTAINING:
+            raise ValueError(f"near: the first hash is banded and must not abstain; put {', '.join(ABSTAINING)} "
+                             "after phash or dhash")
         return near
 
     @field_validator("keep")

@@ -63,6 +63,7 @@ class Col:
     PIXEL_HASH = "pixel_hash"  # exact duplicates: the same pixels in any container or with other metadata
     PHASH = "phash"  # 64-bit perceptual hashes as signed int64 (the uint64 bit pattern)
     DHASH = "dhash"
+    CHROMA_HASH = "chroma_hash"  # 64-bit colour layout, the near rule's verification (0: grayscale, abstains)
     # The collection pass over the whole run (iqaflow.tasks.collection): duplicate groups and size outliers.
     DUP_GROUP = "dup_group"  # id shared by the members of a duplicate group; null for images without duplicates
     DUPLICATE_OF = "duplicate_of"  # image_id of the group's kept image; null for kept images and singletons
@@ -148,6 +149,7 @@ _BASE_FIELDS: tuple[pa.Field, ...] = (
     pa.field(Col.PIXEL_HASH, pa.string()),
     pa.field(Col.PHASH, pa.int64()),
     pa.field(Col.DHASH, pa.int64()),
+    pa.field(Col.CHROMA_HASH, pa.int64()),
 )
 
 BASE_COLUMNS: frozenset[str] = frozenset(f.name for f in _BASE_FIELDS)

@@ -6,8 +6,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from iqaflow.errors import ConfigError
 from iqaflow.models.fingerprints import NEAR_RULE
+from iqaflow.schemas.duplicates import ABSTAINING
 from iqaflow.schemas.results import Col
 
 Direction = Literal["max", "min"]
@@ -19,7 +24,8 @@ PIXELS = "pixels"
 class NearRule:
     """Two images are near duplicates when every listed hash is within its Hamming radius.
 
-    The first hash is the band hash: LSH candidates come from it, the others only confirm them.
+    The first hash is the band hash: LSH candidates come from it, the others only confirm them. An
+    abstaining hash (``schemas.duplicates.ABSTAINING``: chroma_hash) confirms any pair where either value is 0.
     """
 
     # The rule measured on labelled variants (iqaflow.models.fingerprints.NEAR_RULE).
@@ -37,6 +43,9 @@ class NearRule:
         for name, radius in items:
             if not 0 <= radius < 32:
                 raise ConfigError(f"near-duplicate rule: expected a radius in [0, 32) for {name!r}, got {radius}")
+        if items[0][0] in ABSTAINING:
+            raise ConfigError(f"near-duplicate rule: the first hash is banded and must not abstain, got "
+                              f"{items[0][0]!r} first; put it after phash or dhash")
         return cls(items)
 
     @property
@@ -46,6 +55,11 @@ class NearRule:
     @property
     def columns(self) -> list[str]:
         return [name for name, _ in self.radii]
+
+    @property
+    def abstain(self) -> tuple[bool, ...]:
+        """Per column: True where a 0 hash (no evidence) passes the check."""
+        return tuple(name in ABSTAINING for name, _ in self.radii)
 
     @property
     def radius(self) -> int:
@@ -77,3 +91,27 @@ class KeepPolicy:
     @property
     def columns(self) -> list[str]:
         return [column for column, _ in self.keys]
+
+
+def rule_hashes(table: pa.Table, rule: NearRule) -> tuple[np.ndarray, np.ndarray]:
+    """(c, n) uint64 hashes of the rule's columns, band hash first, and the rows where all are present.
+
+    An abstaining hash (``NearRule.abstain``) that is null or absent (runs scored before it existed) is 0:
+    no evidence, so the row stays valid and that check passes.
+    """
+    names = table.column_names
+    missing = [c for c, skip in zip(rule.columns, rule.abstain, strict=True) if c not in names and not skip]
+    if missing:
+        raise ConfigError(f"near-duplicate rule: expected hash columns {rule.columns}, got no {missing}; "
+                          "score the run with the fingerprint columns or change the rule")
+    valid = np.ones(table.num_rows, dtype=bool)
+    rows = []
+    for name, skip in zip(rule.columns, rule.abstain, strict=True):
+        if name not in table.column_names:
+            rows.append(np.zeros(table.num_rows, np.uint64))
+            continue
+        col = table.column(name)
+        if col.null_count and not skip:
+            valid &= col.is_valid().to_numpy(zero_copy_only=False)
+        rows.append(np.ascontiguousarray(pc.fill_null(col, 0).to_numpy(), dtype=np.int64).view(np.uint64))
+    return np.vstack(rows) if rows else np.empty((0, table.num_rows), np.uint64), valid

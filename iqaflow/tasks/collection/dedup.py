@@ -20,28 +20,13 @@ import pyarrow.parquet as pq
 
 from iqaflow.errors import ConfigError
 from iqaflow.schemas.results import Col
-from iqaflow.tasks.collection._types import KeepPolicy, NearRule
+from iqaflow.tasks.collection._types import KeepPolicy, NearRule, rule_hashes
 from iqaflow.tasks.collection.groups import ROW, components, member_columns, member_rows, result_table
 from iqaflow.tasks.collection.kernel import forest_edges
-from iqaflow.tasks.collection.lsh import BandPlan, as_uint64, identical_tuples, plan_bands
+from iqaflow.tasks.collection.lsh import BandPlan, identical_tuples, plan_bands
 
 _EMPTY = np.empty(0, dtype=np.int64)
 MAX_IN_MEMORY_ROWS = 50_000_000  # ~8 bytes per hash column per row; beyond this ask for a cluster
-
-
-def rule_hashes(table: pa.Table, rule: NearRule) -> tuple[np.ndarray, np.ndarray]:
-    """(c, n) uint64 hashes of the rule's columns, band hash first, and the rows where all are present."""
-    missing = [c for c in rule.columns if c not in table.column_names]
-    if missing:
-        raise ConfigError(f"near-duplicate rule: expected hash columns {rule.columns}, got no {missing}; "
-                          "score the run with the fingerprint columns or change the rule")
-    valid = np.ones(table.num_rows, dtype=bool)
-    rows = []
-    for name in rule.columns:
-        col = table.column(name)
-        valid &= col.is_valid().to_numpy(zero_copy_only=False) if col.null_count else True
-        rows.append(as_uint64(pc.fill_null(col, 0).to_numpy()))
-    return np.vstack(rows) if rows else np.empty((0, table.num_rows), np.uint64), valid
 
 
 def exact_edges(keys: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
@@ -75,7 +60,7 @@ def near_edges(
     radii = np.array([r for _, r in rule.radii])
     shares = [m for m in np.array_split(plan.masks, max(1, threads)) if m.size]
     with ThreadPoolExecutor(max(1, len(shares))) as pool:  # the kernel releases the GIL
-        forests = list(pool.map(lambda m: forest_edges(items, radii, m, plan.k), shares))
+        forests = list(pool.map(lambda m: forest_edges(items, radii, m, plan.k, np.array(rule.abstain)), shares))
     item_rows = rows[first]
     return (np.concatenate([rows[same], *(item_rows[a] for a, _ in forests)]),
             np.concatenate([rows[first[inverse[same]]], *(item_rows[b] for _, b in forests)]))

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from iqaflow.schemas.results import Col
-from iqaflow.tasks.collection._types import KeepPolicy, NearRule
+from iqaflow.tasks.collection._types import KeepPolicy, NearRule, rule_hashes
 from iqaflow.tasks.collection.groups import ROW, components, member_columns, member_rows, result_table
 from iqaflow.tasks.collection.lsh import BandPlan, as_uint64, band_edges, plan_bands
 
@@ -45,12 +45,9 @@ def _hash_names(rule: NearRule) -> list[str]:
 def _band_records(part: Part, rule: NearRule, masks: np.ndarray, first_band: int, parts: int) -> pd.DataFrame:
     """One record per (band, row with every rule hash), its destination a hash of (band, band value)."""
     source, offset = part
-    t = _load(source, rule.columns)
-    valid = np.ones(t.num_rows, dtype=bool)
-    for name in rule.columns:
-        valid &= t.column(name).is_valid().to_numpy(zero_copy_only=False)
+    hashes_all, valid = rule_hashes(_load(source, rule.columns), rule)  # abstaining hashes: null/absent is 0
     rows = np.flatnonzero(valid)
-    hashes = [as_uint64(t.column(c).fill_null(0).to_numpy()[rows]) for c in rule.columns]
+    hashes = list(hashes_all[:, rows])
     band = np.repeat(np.arange(first_band, first_band + masks.size, dtype=np.int64), rows.size)
     value = (np.tile(hashes[0], masks.size) & np.repeat(masks, rows.size)) ^ (band.astype(np.uint64) * _MIX)
     dest = ((value * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(33)) % np.uint64(parts)
@@ -67,7 +64,7 @@ def _partition_edges(df: pd.DataFrame, rule: NearRule, masks: np.ndarray, first_
     for band, group in df.groupby(_BAND, sort=True):
         rows = group[ROW].to_numpy()
         hashes = np.vstack([as_uint64(group[c].to_numpy()) for c in _hash_names(rule)])
-        a, b = band_edges(rows, hashes, radii, masks[int(band) - first_band], k)
+        a, b = band_edges(rows, hashes, radii, masks[int(band) - first_band], k, np.array(rule.abstain))
         out_a.append(a)
         out_b.append(b)
     return pd.DataFrame({_A: np.concatenate(out_a), _B: np.concatenate(out_b)})

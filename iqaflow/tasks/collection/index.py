@@ -4,7 +4,8 @@ The index (one Parquet file) holds, per image of the earlier run: image_id, pixe
 hashes, the policy's keys, dup_group and a kept flag; its metadata holds the rule, the policy and the
 band plan. ``join_new`` finds only edges that touch a new image: exact matches, and LSH candidates of
 each stored band among the old images whose band value a new image shares (a bitmap lookup over the
-old hashes, no old-old pair is generated). The earlier groups are taken as they were.
+old hashes), confirmed by the compiled kernel started from the earlier groups (``kernel.forest_edges``:
+no old-old pair is joined). The earlier groups are taken as they were.
 
 Decisions: a newcomer joins the group it is near (and can merge two earlier groups it bridges); the
 kept image is re-chosen by the policy over the whole group, so a better newcomer becomes the kept image
@@ -26,10 +27,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from iqaflow.schemas.results import Col
-from iqaflow.tasks.collection._types import KeepPolicy, NearRule
-from iqaflow.tasks.collection.dedup import exact_edges, input_columns, rule_hashes
+from iqaflow.tasks.collection._types import KeepPolicy, NearRule, rule_hashes
+from iqaflow.tasks.collection.dedup import exact_edges, input_columns
 from iqaflow.tasks.collection.groups import ROW, components, member_rows, result_table
-from iqaflow.tasks.collection.lsh import BandPlan, band_edges
+from iqaflow.tasks.collection.kernel import forest_edges
+from iqaflow.tasks.collection.lsh import BandPlan, identical_tuples
 
 KEPT = "kept"  # true for the kept image of a group and for images without duplicates
 _GROUP_COLUMNS = (Col.DUP_GROUP, Col.DUPLICATE_OF, KEPT)
@@ -77,27 +79,44 @@ class Joined:
     index: IndexFile
 
 
-def _new_near_edges(hashes: np.ndarray, valid: np.ndarray, n_old: int, rule: NearRule,
-                    plan: BandPlan) -> tuple[np.ndarray, np.ndarray]:
-    """Edges with at least one new row: per band, the new rows and the old rows sharing a band value."""
-    radii = np.array([r for _, r in rule.radii])
+def _new_near_edges(hashes: np.ndarray, valid: np.ndarray, n_old: int, rule: NearRule, plan: BandPlan,
+                    old_groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Edges with at least one new row, from the compiled kernel over the new rows and the old rows that
+    share a band value with one of them (a bitmap lookup per band; no old-old pair is generated).
+
+    ``old_groups``: the earlier run's group label of every old row. The kernel starts from those groups
+    and never joins two old rows, so its forest plus the earlier groups has the components of the
+    earlier groups and every pair touching a new row.
+    """
     rows = np.flatnonzero(valid)
     old, new = rows[rows < n_old], rows[rows >= n_old]
+    if new.size == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
     q = min(30, max(8, int(new.size).bit_length() + 4))
-    out_a, out_b = [], []
+    shift = np.uint64(64 - q)
+    touched = np.zeros(old.size, dtype=bool)
     for mask in plan.masks:
         new_keys = hashes[0, new] & mask
         bitmap = np.zeros(1 << q, dtype=bool)
-        bitmap[((new_keys * _MIX) >> np.uint64(64 - q)).astype(np.intp)] = True
-        old_keys = hashes[0, old] & mask
-        maybe = old[bitmap[((old_keys * _MIX) >> np.uint64(64 - q)).astype(np.intp)]]
-        near_old = maybe[np.isin(hashes[0, maybe] & mask, new_keys)]
-        subset = np.concatenate([near_old, new])
-        a, b = band_edges(subset, hashes[:, subset], radii, mask)
-        touches = (a >= n_old) | (b >= n_old)
-        out_a.append(a[touches])
-        out_b.append(b[touches])
-    return np.concatenate(out_a), np.concatenate(out_b)
+        bitmap[((new_keys * _MIX) >> shift).astype(np.intp)] = True
+        maybe = np.flatnonzero(bitmap[(((hashes[0, old] & mask) * _MIX) >> shift).astype(np.intp)])
+        touched[maybe[np.isin(hashes[0, old[maybe]] & mask, new_keys)]] = True
+    subset = np.concatenate([old[touched], new])  # old rows first: positions below n_sub_old are old
+    n_sub_old = int(touched.sum())
+    first, inverse = identical_tuples(hashes[:, subset])  # copies collapse (a bucket of blanks stays small)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    first, inverse = first[order], rank[inverse]
+    same = first[inverse] != np.arange(subset.size)  # identical to an earlier (old-first) subset row
+    is_old = first < n_sub_old
+    labels = -1 - np.arange(first.size)  # new rows: a group each
+    labels[is_old] = old_groups[subset[first[is_old]]]
+    a, b = forest_edges(np.ascontiguousarray(hashes[:, subset[first]].T), np.array([r for _, r in rule.radii]),
+                        plan.masks, plan.k, np.array(rule.abstain), labels, int(is_old.sum()))
+    reps = subset[first]
+    return (np.concatenate([subset[same], reps[a]]).astype(np.int64),
+            np.concatenate([subset[first[inverse[same]]], reps[b]]).astype(np.int64))
 
 
 def join_new(index: IndexFile, new: pa.Table) -> Joined:
@@ -111,7 +130,8 @@ def join_new(index: IndexFile, new: pa.Table) -> Joined:
     if Col.PIXEL_HASH in both.column_names:
         edges.append(exact_edges(both.column(Col.PIXEL_HASH)))
     hashes, valid = rule_hashes(both, index.rule)
-    edges.append(_new_near_edges(hashes, valid, n_old, index.rule, index.plan))
+    old_groups = components(n_old, *edges[0])  # the earlier groups as labels
+    edges.append(_new_near_edges(hashes, valid, n_old, index.rule, index.plan, old_groups))
     labels = components(n, np.concatenate([a for a, _ in edges]), np.concatenate([b for _, b in edges]))
     rows = member_rows(labels)
     members = both.take(pa.array(rows)).append_column(ROW, pa.array(rows))

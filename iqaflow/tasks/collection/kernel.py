@@ -41,8 +41,8 @@ def _find(parent: np.ndarray, i: int) -> int:
 
 
 @nb.njit(cache=True, nogil=True)
-def _forest(hashes: np.ndarray, radii: np.ndarray, masks: np.ndarray, bucket_bits: int, part_bits: int,
-            parent: np.ndarray, out_a: np.ndarray, out_b: np.ndarray) -> int:
+def _forest(hashes: np.ndarray, radii: np.ndarray, abstain: np.ndarray, masks: np.ndarray, bucket_bits: int,
+            part_bits: int, fixed: int, parent: np.ndarray, out_a: np.ndarray, out_b: np.ndarray) -> int:
     n, c = hashes.shape
     band = np.ascontiguousarray(hashes[:, 0])  # only the band hash travels through the sort
     low = bucket_bits - part_bits
@@ -102,9 +102,14 @@ def _forest(hashes: np.ndarray, radii: np.ndarray, masks: np.ndarray, bucket_bit
                         if diff & mask or _popcount(diff) > limit[0]:  # another key, or too far
                             continue
                         a, b = s_idx[x], s_idx[y]
+                        if a < fixed and b < fixed:
+                            continue  # both rows' grouping is given (an earlier run's index)
                         ok = True
                         for j in range(1, c):  # rare: random pairs almost never pass the band hash
-                            if _popcount(hashes[a, j] ^ hashes[b, j]) > limit[j]:
+                            ha, hb = hashes[a, j], hashes[b, j]
+                            if abstain[j] and (ha == 0 or hb == 0):
+                                continue  # no evidence on one side (a grayscale image's chroma_hash)
+                            if _popcount(ha ^ hb) > limit[j]:
                                 ok = False
                                 break
                         if ok:
@@ -129,17 +134,28 @@ def bucket_bits(k: int, n: int) -> tuple[int, int]:
     return bits, max(0, min(bits, 10, int(n).bit_length() - 12))
 
 
-def forest_edges(hashes: np.ndarray, radii: np.ndarray, masks: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def forest_edges(hashes: np.ndarray, radii: np.ndarray, masks: np.ndarray, k: int,
+                 abstain: np.ndarray | None = None, groups: np.ndarray | None = None,
+                 fixed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A spanning forest of every pair sharing a band of ``hashes[:, 0]`` and within every radius.
 
-    ``hashes``: (n, c) uint64, band hash first; ``radii``: (c,); ``masks``: the bands' bit masks.
+    ``hashes``: (n, c) uint64, band hash first; ``radii``: (c,); ``masks``: the bands' bit masks;
+    ``abstain``: (c,) bool, True where a 0 hash on either side passes that column's check.
+    Incremental use (``index.join_new``): ``groups`` (n,) labels rows already grouped together (their
+    union is the start, so no edge is spent inside a group), and pairs of two rows below ``fixed`` are
+    never joined, so the edges are a spanning forest of the given groups plus every pair touching a row
+    at or above ``fixed``; only the new edges come back.
     """
     n = hashes.shape[0]
     parent = np.arange(n, dtype=np.int64)
+    if groups is not None and n:
+        _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+        parent = first[inverse.ravel()].astype(np.int64)  # each row points at its group's first row: a root
     out_a = np.empty(max(n - 1, 0), np.int64)
     out_b = np.empty_like(out_a)
     if n < 2 or masks.size == 0:
         return out_a[:0], out_b[:0]
-    edges = _forest(np.ascontiguousarray(hashes, np.uint64), np.asarray(radii, np.int64),
-                    np.ascontiguousarray(masks, np.uint64), *bucket_bits(k, n), parent, out_a, out_b)
+    skip = np.zeros(hashes.shape[1], np.bool_) if abstain is None else np.asarray(abstain, np.bool_)
+    edges = _forest(np.ascontiguousarray(hashes, np.uint64), np.asarray(radii, np.int64), skip,
+                    np.ascontiguousarray(masks, np.uint64), *bucket_bits(k, n), fixed, parent, out_a, out_b)
     return out_a[:edges], out_b[:edges]

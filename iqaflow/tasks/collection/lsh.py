@@ -8,10 +8,11 @@ smallest ``b`` that keeps the miss at the radius under ``target_miss`` and picks
 the measured cost (one pass over the items per band plus the random pairs that share a band,
 about ``n^2 / 2^(k+1)`` per band). Pairs closer than the radius are missed far less often
 (``miss_probability`` tells how much). On 1M hashes: phash <= 10 gives k = 16, b = 157, miss 9.8e-4
-at distance 10 and 8e-7 at 8; the default rule's phash <= 14 gives k = 15, b = 487, miss 9.9e-4 at 14.
+at distance 10 and 8e-7 at 8; the default rule's phash <= 14 gives k = 15, b = 487, miss 9.9e-4 at 14
+(phash <= 16 would need k = 14, b = 682: 2.7x the CPU time at 1M, over the scale goal).
 
 Bands sample the band hash only. Under an AND rule a band could also sample bits of the second hash;
-for the worst pair the rule accepts (phash 14 and dhash 17 apart) a phash bit agrees with probability
+for the worst pair of an earlier rule (phash 14 and dhash 17 apart) a phash bit agrees with probability
 (50 - i) / (64 - i) after i phash bits and a dhash bit with 47/64, so mixing pays only past 12 phash
 bits: at k = 15 the best mix (13 + 2) needs 474 bands instead of 487 (3% fewer), not worth a second
 key hash in every band, the index and the Dask records.
@@ -107,13 +108,15 @@ def band_order(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def band_pairs(
-    hashes: np.ndarray, radii: np.ndarray, mask: np.uint64, labels: np.ndarray | None = None
+    hashes: np.ndarray, radii: np.ndarray, mask: np.uint64, labels: np.ndarray | None = None,
+    abstain: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Index pairs (a, b) that share the band ``mask`` of ``hashes[0]`` and are within every radius.
 
     ``hashes`` is (c, n) uint64, the band hash first. Pairs come from runs of equal keys in sorted
     order, compared at offsets 1, 2, ... so no pair index arrays are built for pairs that fail.
-    ``labels`` (component ids so far) skips pairs already known to be connected.
+    ``labels`` (component ids so far) skips pairs already known to be connected; ``abstain`` (c,) bool
+    marks hashes whose check passes when either value is 0 (``kernel.forest_edges``).
     """
     n = hashes.shape[1]
     empty = np.empty(0, dtype=np.intp)
@@ -127,8 +130,11 @@ def band_pairs(
     t = 1
     while pos.size:  # ends after the longest run of equal keys
         ok = ((hs[0, pos] ^ hs[0, pos + t]) & mask) == 0
-        for row, radius in zip(hs, radii, strict=True):
-            ok &= np.bitwise_count(row[pos] ^ row[pos + t]) <= radius
+        for j, (row, radius) in enumerate(zip(hs, radii, strict=True)):
+            close = np.bitwise_count(row[pos] ^ row[pos + t]) <= radius
+            if abstain is not None and abstain[j]:
+                close |= (row[pos] == 0) | (row[pos + t] == 0)
+            ok &= close
         if lab is not None:
             ok &= lab[pos] != lab[pos + t]
         out_a.append(order[pos[ok]])
@@ -166,7 +172,8 @@ def identical_tuples(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def band_edges(
-    rows: np.ndarray, hashes: np.ndarray, radii: np.ndarray, mask: np.uint64, k: int | None = None
+    rows: np.ndarray, hashes: np.ndarray, radii: np.ndarray, mask: np.uint64, k: int | None = None,
+    abstain: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Edges among ``rows`` (hashes (c, n)) for one band: identical tuples joined, then ``band_pairs``.
 
@@ -176,7 +183,7 @@ def band_edges(
     first, inverse = identical_tuples(hashes)
     same = first[inverse] != np.arange(rows.size)
     if k is None:
-        a, b = band_pairs(hashes[:, first], radii, mask)
+        a, b = band_pairs(hashes[:, first], radii, mask, abstain=abstain)
     else:
-        a, b = forest_edges(np.ascontiguousarray(hashes[:, first].T), radii, np.array([mask], np.uint64), k)
+        a, b = forest_edges(np.ascontiguousarray(hashes[:, first].T), radii, np.array([mask], np.uint64), k, abstain)
     return np.concatenate([rows[same], rows[first][a]]), np.concatenate([rows[first[inverse[same]]], rows[first][b]])

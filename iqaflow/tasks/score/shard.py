@@ -278,6 +278,7 @@ def _to_table(rows: list[Row], outputs: list[str], sid: str) -> pa.Table:
         cols[Col.PIXEL_HASH].append(fp.pixel_hash if fp else None)
         cols[Col.PHASH].append(fp.phash if fp else None)
         cols[Col.DHASH].append(fp.dhash if fp else None)
+        cols[Col.CHROMA_HASH].append(fp.chroma_hash if fp else None)
         cols[Col.STATUS].append(Status.ERROR.value if r.error_code else Status.OK.value)
         cols[Col.ERROR_CODE].append(r.error_code)
         cols[Col.ERROR_MESSAGE].append(r.error_message)
