@@ -74,7 +74,7 @@ class Defect:
     box: tuple[int, int, int, int]  # x, y, w, h in master px (offset added)
     area_mm2: float
     severity: float  # peak |z| (ΔE2000 for colour_shift, shift mm for misregistration)
-    density_change: float  # % of full scale, positive: darker than expected (ΔE / mm for colour / misregistration)
+    density_change: float  # % of full scale, + darker than expected (ΔE: colour; mm: misregistration, extra blur)
 
 
 @dataclass(frozen=True)
