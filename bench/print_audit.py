@@ -19,7 +19,9 @@ Reported:
   as wall time and as the process's CPU time (the figure that stays honest when other work shares the cores).
 
 Run: ``python bench/print_audit.py [--pages N] [--dpi 150 300] [--seed S] [--align tiles|ecc]``; writes
-``bench/results/print_audit.json`` (``--out`` to change).
+``bench/results/print_audit.json`` (``--out`` to change). Held-out runs on record: seeds 0..199 (``--pages
+200``, ``print_audit.json``) and seeds 200..499 (``--pages 300 --seed 200 --out
+bench/results/print_audit_200.json``, first run after the blurred-text model of ``models/printing/sharpness.py``).
 """
 
 from __future__ import annotations

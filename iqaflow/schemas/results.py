@@ -177,7 +177,7 @@ DEFECTS_SCHEMA = pa.schema([
     pa.field("h", pa.int32()),
     pa.field("area_mm2", pa.float32()),
     pa.field("severity", pa.float32()),
-    pa.field("density_change", pa.float32()),  # % of full scale, + darker than expected (colour: ΔE; planes: mm)
+    pa.field("density_change", pa.float32()),  # % of full scale, + darker (colour: ΔE; planes, blurred text: mm)
 ])
 
 # Added after the scorer columns by the collection pass (before the gate columns).

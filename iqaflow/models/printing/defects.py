@@ -15,8 +15,8 @@ which keeps an A4 page at 300 dpi well under a second.
    removes ink at every stroke (a large positive mean over 0.5-1 mm) while clean text averages to ~0.
 3. Components of |z| >= ``Z_THRESH`` (and |mean residual| >= ``MIN_LEVEL``) at any scale: lighter ones are
    voids, darker ones spots, or smears where the master has edges (ink dragged beyond its strokes).
-   Blurred text: local edge energy of the scan against the prediction's (``BLUR_RATIO`` and a z below
-   ``-Z_THRESH``) where the master has text. Streaks and bands come from 1-D profiles (``print_lines``);
+   Blurred text (``print_sharpness``): the residual's least-squares gain on an extra-blur template over 6 mm
+   windows, in both directions, against the page's median. Streaks and bands come from 1-D profiles (``print_lines``);
    local components they explain are absorbed. A local defect's or streak's density change is the part
    that neither of the page's two tone fits explains (all pixels, flat pixels: they differ in dark photo
    areas), a streak's also capped by its median contrast over its whole extent. Colour: CIEDE2000 after
@@ -37,6 +37,7 @@ import numpy as np
 
 from iqaflow.models.printing import bands as print_lines
 from iqaflow.models.printing import delta_e as print_colour
+from iqaflow.models.printing import sharpness as print_sharpness
 from iqaflow.models.printing import tone as print_tone
 
 WORK_DPI = 150.0
@@ -46,13 +47,10 @@ Z_THRESH = 7.0
 MIN_LEVEL = 10.0  # levels of 255: weaker local changes are not defects
 MIN_SCALE = 0.6  # levels: floor of the noise scale
 FLAT_EDGE = 6.0  # edge energy (mean |Sobel|/8 of the blurred prediction, levels/px) below which a pixel is flat
-TEXT_EDGE = 12.0  # 1 mm mean edge energy above which the master has text (blurred-text analysis)
 SMEAR_EDGE = 4.0  # 1 mm mean edge energy of the master under a darker defect above which it is a smear
-BLUR_RATIO = 0.7  # scan/prediction edge energy below this (and z <= -Z_THRESH) is blurred text
 MIN_INK_DEPTH = 8.0  # levels: 1 mm mean ink depth below which missing ink is not measured
 MIN_INK_LOSS = 0.5  # share of the expected ink lost over INK_LOSS_MM that is a void
 INK_LOSS_MM = 2.0
-BLUR_JOIN_MM = 4.0  # blurred-text patches closer than this are one region (blur shows along strokes only)
 MISREG_MM = 0.1
 MIN_CORRELATION = 0.5
 BLANK_SHARE = 0.1
@@ -76,7 +74,7 @@ class Defect:
     box: tuple[int, int, int, int]  # x, y, w, h in master px (offset added)
     area_mm2: float
     severity: float  # peak |z| (ΔE2000 for colour_shift, shift mm for misregistration)
-    density_change: float  # % of full scale, positive: darker than expected (ΔE / mm for colour / misregistration)
+    density_change: float  # % of full scale, + darker than expected (ΔE: colour; mm: misregistration, extra blur)
 
 
 @dataclass(frozen=True)
@@ -333,25 +331,11 @@ def inspect(scan: np.ndarray, master: np.ndarray, dpi: float, offset: tuple[int,
                 continue
             local.append((Defect(kind, to_master(box), area, peak, change), box))
 
-    # 3c. Blurred text: the scan's local edge energy falls short of the prediction's.
-    big = (_odd(2 * mm), _odd(2 * mm))
-    e_scan = cv2.blur(sob(_gray(s)), big)
-    e_pred = cv2.blur(energy, big)
-    text = e_pred >= TEXT_EDGE
-    if text.sum() > 100:
-        ratio = np.log(np.maximum(e_scan, 1e-3) / np.maximum(e_pred, 1e-3))
-        centre = float(np.median(ratio[text]))
-        spread = max(1.4826 * float(np.median(np.abs(ratio[text] - centre))), 0.02)
-        zb = (ratio - centre) / spread
-        blur_mask = text & (zb <= -Z_THRESH) & (ratio - centre <= np.log(BLUR_RATIO))
-        n, labels, stats = _components(blur_mask, _odd(BLUR_JOIN_MM * mm))
-        for i in range(1, n):
-            box = tuple(int(v) for v in stats[i][:4])
-            area = float(stats[i][4]) * px_mm2
-            if area < 4.0 or any(_overlaps(box, b, merge) > 0.2 for _, b in local):
-                continue
-            local.append((Defect("blurred_text", to_master(box), area, float(-zb[labels == i].min()),
-                                 float(np.exp(centre) - 1) * 100), box))
+    # 3c. Blurred text: the scan's text softer than the page's own scanner blur predicts (``print_sharpness``).
+    for br in print_sharpness.find_blurred_text(resid, _gray(pred), mm):
+        if any(_overlaps(br.box, b, merge) > 0.2 for _, b in local):
+            continue
+        local.append((Defect("blurred_text", to_master(br.box), br.area_mm2, br.z, br.extra_mm), br.box))
     defects += [d for d, _ in local]
 
     # 3d. Misregistration and colour.
