@@ -12,6 +12,7 @@ import pytest
 
 from iqaflow.evaluation import print_defects_sim as D
 from iqaflow.evaluation.print_sim import DefectTruth, _photo, _text_block, make_master, mm_px, scan_page
+from iqaflow.models.printing import bands
 from iqaflow.models.printing import tone as print_tone
 from iqaflow.models.printing.defects import Defect, Inspection, inspect
 from iqaflow.models.printing.registration import overlap_box, warp_to_master
@@ -226,3 +227,19 @@ def test_truth_record_area_units() -> None:
     t = DefectTruth("spot", (0, 0, 10, 10), 1.0, 1.0, "")
     assert t.area_mm2 == 1.0 and round(mm_px(25.4, 300)) == 300
     assert cv2.getVersionMajor() >= 4
+
+
+def test_band_contrast_needs_a_change_along_the_feed_not_a_change_of_mix() -> None:
+    # A tuning page (seed 5040, 300 dpi) gave a false band: a solid patch whose tone the model missed by
+    # -10 levels ends at row 60 on the right half, while text takes the left half's flat pixels in rows
+    # 48-60, so the row median over flat pixels steps to the patch's -10 for those rows. No row changed.
+    rng = np.random.default_rng(0)
+    resid = rng.normal(0, 0.5, (120, 400)).astype(np.float32)
+    resid[:60, 200:] -= 10.0  # the patch: a constant tone-model miss
+    flat = np.ones_like(resid, dtype=bool)
+    flat[48:60, :200] = False  # text rows on the left: no flat pixels there
+    fake = (0, 48, 400, 12)
+    assert abs(bands.band_contrast(resid, flat, fake, -7.0)) < 1.0  # independent: every block is unchanged
+    # A real band 8 levels darker over the same rows shows in every block, against both sides (+-0.5 levels).
+    resid[48:60] -= 8.0
+    assert bands.band_contrast(resid, flat, fake, -7.0) == pytest.approx(-8.0, abs=0.5)

@@ -35,6 +35,9 @@ PERIOD_MM = (1.8, 11.0)
 PERIODIC_RATIO = 40.0
 EXTENT_LEVEL = 0.35
 MIN_FLAT = 0.05  # share of flat pixels a row/column needs; fewer takes the profile's median
+BAND_BLOCKS = 8  # column blocks in which a band's change is confirmed (band_contrast)
+BLOCK_MIN_PX = 30  # flat pixels a block needs inside and on each side of a band to measure it
+BESIDE_PX = 30  # rows on each side of a band it is compared with (at most; fewer for a thinner band)
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,36 @@ def streak_contrast(img: np.ndarray, flat: np.ndarray, box: tuple[int, int, int,
     if inside.size == 0 or beside.size == 0:
         return 0.0
     return float(np.median(inside) - np.median(beside))
+
+
+def band_contrast(img: np.ndarray, flat: np.ndarray, box: tuple[int, int, int, int], level: float) -> float:
+    """A band's change within the columns it is measured in: per block of columns, the median of ``img`` over
+    the band's ``flat`` pixels less that over the rows just above it, and less that just below it; the
+    smaller of the two where they agree (a band differs from both sides). Returns the block change that best
+    confirms ``level`` (same sign, largest), else 0.
+
+    A row profile is a median over whatever flat pixels a row has, so it also steps where the *mix* of
+    regions changes: a patch whose tone the model misses by a few levels, alone in the rows where text takes
+    the rest of the width, moves the profile without any row of the print changing, and the patch's own
+    edge is a step on one side only. A band, a change along the feed, shows in every block that has flat
+    pixels of the kind it alters, against both sides."""
+    _, y, _, h = box
+    gap, width = 3, max(6, min(h, BESIDE_PX))
+    above = slice(max(0, y - gap - width), max(0, y - gap))
+    below = slice(y + h + gap, y + h + gap + width)
+    edges = np.linspace(0, img.shape[1], BAND_BLOCKS + 1).astype(int)
+    best = 0.0
+    for x0, x1 in zip(edges[:-1], edges[1:], strict=True):
+        inside = img[y:y + h, x0:x1][flat[y:y + h, x0:x1]]
+        sides = [img[rows, x0:x1][flat[rows, x0:x1]] for rows in (above, below)]
+        if inside.size < BLOCK_MIN_PX or min(side.size for side in sides) < BLOCK_MIN_PX:
+            continue
+        centre = float(np.median(inside))
+        up, down = (centre - float(np.median(side)) for side in sides)
+        change = float(np.sign(up) * min(abs(up), abs(down))) if up * down > 0 else 0.0
+        if change * level > 0 and abs(change) > abs(best):
+            best = change
+    return best
 
 
 def _extent(residual: np.ndarray, x0: int, x1: int, y0: int, y1: int, seg: int) -> tuple[int, int]:

@@ -109,6 +109,8 @@ def _significant(d: Defect) -> bool:
         return d.severity * abs(d.density_change) >= MIN_Z_CHANGE
     if d.type == "colour_shift":
         return d.severity >= MIN_REGION_DELTA_E
+    if d.type == "band":  # a band no column block confirms has a level of 0
+        return abs(d.density_change) * 2.55 >= print_lines.MIN_LEVEL
     return True
 
 
@@ -270,6 +272,11 @@ def inspect(scan: np.ndarray, master: np.ndarray, dpi: float, offset: tuple[int,
             sel = flat & (depth >= MIN_INK_DEPTH) if level > 0 else flat
             level = _explained(level, print_lines.streak_contrast(resid, sel, ln.box))
             level = _explained(level, print_lines.streak_contrast(resid + tone_gap, sel, ln.box))
+        elif ln.period_mm is None:
+            # A band is a change along the feed: confirmed inside column blocks against the rows beside it,
+            # not a step made by which regions a row's flat pixels come from (print_lines.band_contrast).
+            sel = flat & (depth >= MIN_INK_DEPTH) if level > 0 else flat
+            level = _explained(level, print_lines.band_contrast(resid, sel, ln.box, level))
         defects.append(Defect(ln.kind, to_master(ln.box), area, ln.z, -level / 2.55))
 
     # 3b. Local components.
