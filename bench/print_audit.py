@@ -21,7 +21,9 @@ Reported:
 Run: ``python bench/print_audit.py [--pages N] [--dpi 150 300] [--seed S] [--align tiles|ecc]``; writes
 ``bench/results/print_audit.json`` (``--out`` to change). Held-out runs on record: seeds 0..199 (``--pages
 200``, ``print_audit.json``) and seeds 200..499 (``--pages 300 --seed 200 --out
-bench/results/print_audit_200.json``, first run after the blurred-text model of ``models/printing/sharpness.py``).
+bench/results/print_audit_200.json``, first run after the blurred-text model of ``models/printing/sharpness.py``)
+and seeds 500..699 (``--pages 200 --seed 500 --dpi 150`` and ``--dpi 300``, joined into
+``print_audit_500.json``; first run after the band confirmation of ``bands.band_contrast``).
 """
 
 from __future__ import annotations
