@@ -36,7 +36,6 @@ HASH_BITS = 64
 # bucketing in the compiled kernel (kernel.py): ~2.4 ns against ~46 ns, fitted to its time per band at
 # k = 15, 16, 17 on 1M hashes (2 shared cores).
 _PAIR_COST = 0.05
-_MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing multiplier (odd): spreads masked values
 
 
 @dataclass(frozen=True)
@@ -95,58 +94,6 @@ def plan_bands(radius: int, n: int, target_miss: float = 1e-3, seed: int = 0, ma
     return BandPlan(radius=radius, k=best[1], bands=best[2], seed=seed, target_miss=target_miss)
 
 
-def band_order(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Order grouping equal uint64 ``keys`` together, and the 32-bit key of each position in that order.
-
-    Two stable 16-bit radix passes over a 32-bit hash of the key: about 3x faster than numpy's
-    comparison sort of the keys. Distinct keys may share a 32-bit hash; callers check the real key.
-    """
-    k32 = ((keys * _MIX) >> np.uint64(32)).astype(np.uint32)
-    order = np.argsort(k32.astype(np.uint16), kind="stable")
-    order = order[np.argsort((k32 >> np.uint32(16)).astype(np.uint16)[order], kind="stable")]
-    return order, k32[order]
-
-
-def band_pairs(
-    hashes: np.ndarray, radii: np.ndarray, mask: np.uint64, labels: np.ndarray | None = None,
-    abstain: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs (a, b) that share the band ``mask`` of ``hashes[0]`` and are within every radius.
-
-    ``hashes`` is (c, n) uint64, the band hash first. Pairs come from runs of equal keys in sorted
-    order, compared at offsets 1, 2, ... so no pair index arrays are built for pairs that fail.
-    ``labels`` (component ids so far) skips pairs already known to be connected; ``abstain`` (c,) bool
-    marks hashes whose check passes when either value is 0 (``kernel.forest_edges``).
-    """
-    n = hashes.shape[1]
-    empty = np.empty(0, dtype=np.intp)
-    if n < 2:
-        return empty, empty
-    order, sk = band_order(hashes[0] & mask)
-    hs = hashes[:, order]
-    lab = None if labels is None else labels[order]
-    out_a, out_b = [], []
-    pos = np.flatnonzero(sk[:-1] == sk[1:])
-    t = 1
-    while pos.size:  # ends after the longest run of equal keys
-        ok = ((hs[0, pos] ^ hs[0, pos + t]) & mask) == 0
-        for j, (row, radius) in enumerate(zip(hs, radii, strict=True)):
-            close = np.bitwise_count(row[pos] ^ row[pos + t]) <= radius
-            if abstain is not None and abstain[j]:
-                close |= (row[pos] == 0) | (row[pos + t] == 0)
-            ok &= close
-        if lab is not None:
-            ok &= lab[pos] != lab[pos + t]
-        out_a.append(order[pos[ok]])
-        out_b.append(order[pos[ok] + t])
-        t += 1
-        pos = pos[pos + t < n]
-        pos = pos[sk[pos] == sk[pos + t]]
-    if not out_a:
-        return empty, empty
-    return np.concatenate(out_a), np.concatenate(out_b)
-
-
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Bitwise Hamming distance of two uint64 arrays (numpy's popcount)."""
     return np.bitwise_count(a ^ b)
@@ -172,18 +119,13 @@ def identical_tuples(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def band_edges(
-    rows: np.ndarray, hashes: np.ndarray, radii: np.ndarray, mask: np.uint64, k: int | None = None,
+    rows: np.ndarray, hashes: np.ndarray, radii: np.ndarray, mask: np.uint64, k: int,
     abstain: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Edges among ``rows`` (hashes (c, n)) for one band: identical tuples joined, then ``band_pairs``.
-
-    With the plan's ``k`` the compiled kernel gives a spanning forest of those pairs instead (same
-    components, fewer edges); without it every pair comes back (``index.join_new`` filters them).
+    """Edges among ``rows`` (hashes (c, n)) for one band: identical tuples joined, then a spanning forest
+    of the pairs within every radius from the compiled kernel (``kernel.forest_edges``, the plan's ``k``).
     """
     first, inverse = identical_tuples(hashes)
     same = first[inverse] != np.arange(rows.size)
-    if k is None:
-        a, b = band_pairs(hashes[:, first], radii, mask, abstain=abstain)
-    else:
-        a, b = forest_edges(np.ascontiguousarray(hashes[:, first].T), radii, np.array([mask], np.uint64), k, abstain)
+    a, b = forest_edges(np.ascontiguousarray(hashes[:, first].T), radii, np.array([mask], np.uint64), k, abstain)
     return np.concatenate([rows[same], rows[first][a]]), np.concatenate([rows[first[inverse[same]]], rows[first][b]])
