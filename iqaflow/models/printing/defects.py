@@ -258,6 +258,7 @@ def inspect(scan: np.ndarray, master: np.ndarray, dpi: float, offset: tuple[int,
     defects: list[Defect] = []
     line_boxes = []
     depth = np.maximum(float(np.percentile(_gray(pred), 99.5)) - _gray(pred), 0)  # expected ink, levels
+    inked_flat = flat & (depth >= MIN_INK_DEPTH)  # where a lighter line (less ink) can show: once per page
     for ln in lines:
         line_boxes.append(ln.box)
         x, y, bw, bh = ln.box
@@ -269,13 +270,13 @@ def inspect(scan: np.ndarray, master: np.ndarray, dpi: float, offset: tuple[int,
             # segment or two does not: clean pages reach 4 % in the profiles, <= 0.2 % over the extent), in
             # the residual of either tone fit.
             # Less ink shows only where there is ink: a lighter streak is measured over inked flat pixels.
-            sel = flat & (depth >= MIN_INK_DEPTH) if level > 0 else flat
+            sel = inked_flat if level > 0 else flat
             level = _explained(level, print_lines.streak_contrast(resid, sel, ln.box))
             level = _explained(level, print_lines.streak_contrast(resid + tone_gap, sel, ln.box))
         elif ln.period_mm is None:
             # A band is a change along the feed: confirmed inside column blocks against the rows beside it,
             # not a step made by which regions a row's flat pixels come from (print_lines.band_contrast).
-            sel = flat & (depth >= MIN_INK_DEPTH) if level > 0 else flat
+            sel = inked_flat if level > 0 else flat
             level = _explained(level, print_lines.band_contrast(resid, sel, ln.box, level))
         defects.append(Defect(ln.kind, to_master(ln.box), area, ln.z, -level / 2.55))
 
